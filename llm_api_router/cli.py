@@ -1,0 +1,135 @@
+"""Command line: parse arguments, load the config, run the ASGI server.  The only place that exits.
+
+The server process (or each worker, or the reloader's child) builds its app with
+:func:`app_from_environment`, from the config path the parent validated and passed down in
+``LLM_ROUTER_CONFIG``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import ipaddress
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import uvicorn
+from fastapi import FastAPI
+
+from llm_api_router._version import __version__
+from llm_api_router.config import DEFAULT_CONFIG_PATH, FAMILIES, RouterConfig
+from llm_api_router.errors import ConfigError
+from llm_api_router.server import create_app
+
+__all__ = [
+    "DEFAULT_HOST",
+    "DEFAULT_PORT",
+    "EXIT_CONFIG_ERROR",
+    "EXIT_OK",
+    "app_from_environment",
+    "load_config",
+    "main",
+]
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 8000
+EXIT_OK = 0
+EXIT_CONFIG_ERROR = 2
+
+CONFIG_ENV = "LLM_ROUTER_CONFIG"
+
+logger = logging.getLogger("llm_api_router.cli")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="llm-api-router",
+        description="OpenAI and Anthropic endpoints with priority routing and automatic fallback.",
+    )
+    parser.add_argument(
+        "--host", default=DEFAULT_HOST, help=f"bind address (default {DEFAULT_HOST})"
+    )
+    parser.add_argument(
+        "--port", type=int, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT})"
+    )
+    parser.add_argument(
+        "--config",
+        default=None,
+        help=f"JSON config file (default ./{DEFAULT_CONFIG_PATH}; without one, providers come "
+        "from OPENAI_API_KEY / ANTHROPIC_API_KEY)",
+    )
+    parser.add_argument("--reload", action="store_true", help="restart on code changes (dev)")
+    parser.add_argument(
+        "--log-level",
+        default="info",
+        choices=["critical", "error", "warning", "info", "debug"],
+        help="log level (default info)",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    return parser
+
+
+def load_config(path: str | None, environ: dict[str, str] | None = None) -> RouterConfig:
+    """The config at ``path``; without a path, ./llm_router_config.json or the environment."""
+    env = dict(os.environ) if environ is None else environ
+    if path is None and not Path(DEFAULT_CONFIG_PATH).exists():
+        config = RouterConfig.from_env(env)
+    else:
+        config = RouterConfig.from_file(path or DEFAULT_CONFIG_PATH, environ=env)
+    return config.with_router_keys_from_env(env)
+
+
+def app_from_environment() -> FastAPI:
+    """App factory for server processes: the config named by LLM_ROUTER_CONFIG (or env)."""
+    return create_app(load_config(os.environ.get(CONFIG_ENV) or None))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        print(f"llm-api-router: invalid configuration: {exc}", file=sys.stderr)
+        return EXIT_CONFIG_ERROR
+    _print_startup(config, args.host, args.port)
+    if args.config is not None:
+        os.environ[CONFIG_ENV] = str(Path(args.config).resolve())
+    uvicorn.run(
+        "llm_api_router.cli:app_from_environment",
+        factory=True,
+        host=args.host,
+        port=args.port,
+        reload=args.reload,
+        log_level=args.log_level,
+        access_log=False,
+        loop="uvloop" if importlib.util.find_spec("uvloop") else "asyncio",
+        http="httptools" if importlib.util.find_spec("httptools") else "h11",
+        server_header=False,
+    )
+    return EXIT_OK
+
+
+def _print_startup(config: RouterConfig, host: str, port: int) -> None:
+    for family in FAMILIES:
+        providers = config.providers(family)
+        listed = ", ".join(f"{p.name} (priority {p.priority})" for p in providers) or "none"
+        print(f"llm-api-router: {family} providers: {listed}", file=sys.stderr)
+    if not config.auth.api_keys and not _is_loopback(host):
+        print(
+            f"llm-api-router: WARNING: listening on {host} without router keys: anyone who "
+            "can reach this port can spend your provider credit. Set auth.api_keys in the "
+            "config or LLM_ROUTER_API_KEYS.",
+            file=sys.stderr,
+        )
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

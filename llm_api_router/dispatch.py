@@ -1,0 +1,308 @@
+"""The one retry/fallback loop: asks routing for an order, calls upstream, records health.
+
+A :class:`Dispatcher` serves one API family.  For a request it walks the planned
+providers; each attempt's outcome is classified by :class:`~llm_api_router.routing.RoutingPolicy`
+and recorded in that provider's :class:`~llm_api_router.health.ProviderHealth`.  Streaming
+requests are committed only after the upstream's status, headers and first event are in.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+import orjson
+
+from llm_api_router.config import ProviderConfig, Settings
+from llm_api_router.errors import (
+    AllProvidersFailed,
+    AttemptRecord,
+    NoProviderError,
+    UpstreamTimeout,
+    UpstreamTransportError,
+)
+from llm_api_router.families import ApiFamily, ChatRequest
+from llm_api_router.headers import pass_back_headers
+from llm_api_router.health import ProviderHealth
+from llm_api_router.routing import Action, Candidate, Effect, RoutingPolicy, Verdict
+from llm_api_router.sse import SSEDecoder, SSEEvent
+from llm_api_router.streaming import StreamOutcome, StreamRelay
+from llm_api_router.upstream import Transport, UpstreamResponse
+
+__all__ = ["Dispatcher", "Reply", "StreamReply"]
+
+logger = logging.getLogger("llm_api_router.dispatch")
+
+_STREAM_OK = Verdict(Action.RETURN, "ok", Effect.SUCCESS)
+_EMPTY_STREAM = Verdict(Action.RETRY, "empty_stream", Effect.FAILURE)
+
+Clock = Callable[[], float]
+
+
+@dataclass(slots=True)
+class Reply:
+    """A complete answer for the client (a success or an upstream error passed through)."""
+
+    status: int
+    headers: dict[str, str]
+    body: bytes
+    provider: str
+    attempts: list[AttemptRecord]
+
+
+@dataclass(slots=True)
+class StreamReply:
+    """A committed stream: headers are final, ``relay`` yields the body."""
+
+    status: int
+    headers: dict[str, str]
+    provider: str
+    attempts: list[AttemptRecord]
+    relay: StreamRelay = field(repr=False)
+
+
+class Dispatcher:
+    """Routes the requests of one family over its providers."""
+
+    def __init__(
+        self,
+        family: ApiFamily,
+        providers: Sequence[ProviderConfig],
+        settings: Settings,
+        transport: Transport,
+        *,
+        clock: Clock = time.monotonic,
+        wall_clock: Clock = time.time,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.family = family
+        self._settings = settings
+        self._transport = transport
+        self._clock = clock
+        self._wall_clock = wall_clock
+        self._sleep = sleep
+        self._rng = rng or random.Random()
+        self._policy = RoutingPolicy(family, settings)
+        self._rotation = 0
+        self.providers: tuple[tuple[ProviderConfig, ProviderHealth], ...] = tuple(
+            (
+                provider,
+                ProviderHealth(
+                    threshold=settings.circuit_breaker_threshold,
+                    open_seconds=settings.circuit_breaker_cooldown,
+                ),
+            )
+            for provider in providers
+        )
+
+    async def dispatch(
+        self, request: ChatRequest, client_headers: Mapping[str, str], query: str
+    ) -> Reply | StreamReply:
+        """Answer ``request`` from the best provider that can, or raise a RouterError."""
+        family = self.family
+        if not self.providers:
+            prefix = family.name.upper()
+            raise NoProviderError(
+                503,
+                f"No {family.name} provider is configured. Add one to the '{family.name}' "
+                f"list of the config file, or set {prefix}_API_KEY.",
+                "no_provider",
+            )
+        self._rotation += 1
+        plan = self._policy.plan(self.providers, request.model, self._clock(), self._rotation)
+        if not plan:
+            raise NoProviderError(
+                404,
+                f"The model '{request.model}' is not served by any configured "
+                f"{family.name} provider.",
+                "model_not_found",
+            )
+        attempts: list[AttemptRecord] = []
+        only_rate_limits = True
+        for candidate in plan:
+            health = candidate.health
+            if not health.begin_attempt(self._clock()):
+                continue  # another request is probing this provider's circuit
+            provider = candidate.provider
+            url = provider.base_url + family.upstream_path + query
+            body = self._body_for(request, candidate.upstream_model)
+            headers = {
+                **client_headers,
+                **family.auth_headers(provider, client_headers),
+                "content-type": "application/json",
+            }
+            for retry in range(provider.max_retries + 1):
+                started = self._clock()
+                try:
+                    verdict, answer = await self._attempt(candidate, url, headers, body, request)
+                except BaseException:
+                    health.release()  # cancelled (client gone): no verdict on the provider
+                    raise
+                status = answer.status if answer is not None else None
+                attempts.append(
+                    AttemptRecord(provider.name, verdict.outcome, status, self._clock() - started)
+                )
+                self._record(candidate, verdict)
+                if verdict.action is Action.RETURN and answer is not None:
+                    answer.attempts = attempts
+                    return answer
+                only_rate_limits = only_rate_limits and verdict.rate_limited
+                if (
+                    verdict.action is Action.RETRY
+                    and retry < provider.max_retries
+                    and health.is_available(self._clock())
+                ):
+                    await self._sleep(self._policy.backoff(retry, self._rng))
+                    continue
+                break
+        retry_after = (
+            self._policy.retry_after(self.providers, request.model, self._clock())
+            if only_rate_limits
+            else None
+        )
+        raise AllProvidersFailed(attempts, retry_after)
+
+    # -- one attempt ----------------------------------------------------------------------
+
+    async def _attempt(
+        self,
+        candidate: Candidate,
+        url: str,
+        headers: Mapping[str, str],
+        body: bytes,
+        request: ChatRequest,
+    ) -> tuple[Verdict, Reply | StreamReply | None]:
+        provider = candidate.provider
+        try:
+            response = await self._transport.request(url, headers, body, timeout=provider.timeout)
+        except UpstreamTransportError as exc:
+            return self._policy.classify_transport(exc), None
+        if request.stream and 200 <= response.status < 300:
+            return await self._open_stream(candidate, response, request)
+        try:
+            data = await response.read()
+        except UpstreamTransportError as exc:
+            return self._policy.classify_transport(exc), None
+        finally:
+            response.close()
+        verdict = self._policy.classify_response(
+            response.status, response.headers, data, wall_now=self._wall_clock()
+        )
+        reply = Reply(
+            status=response.status,
+            headers=_reply_headers(response.headers, "application/json"),
+            body=data,
+            provider=provider.name,
+            attempts=[],
+        )
+        return verdict, reply
+
+    async def _open_stream(
+        self, candidate: Candidate, response: UpstreamResponse, request: ChatRequest
+    ) -> tuple[Verdict, Reply | StreamReply | None]:
+        """Read up to the first real event; commit to this provider only if it is no error."""
+        provider = candidate.provider
+        decoder = SSEDecoder()
+        try:
+            first = await _first_events(response, decoder, provider.first_token_timeout)
+        except TimeoutError:
+            response.close()
+            return self._policy.classify_transport(UpstreamTimeout("first_token_timeout")), None
+        except UpstreamTransportError as exc:
+            response.close()
+            return self._policy.classify_transport(exc), None
+        if first is None:
+            response.close()
+            return _EMPTY_STREAM, None
+        tracker = self.family.new_stream_tracker(request)
+        for event in first:
+            info = None if event.is_comment else tracker.observe(event)
+            if info is None:
+                continue
+            response.close()
+            status = self.family.stream_error_status(info)
+            verdict = self._policy.classify_error(
+                status, response.headers, info, wall_now=self._wall_clock()
+            )
+            if verdict.action is not Action.RETURN:
+                return verdict, None
+            # The request itself is wrong: answer with that error as a plain HTTP error.
+            body = event.data.encode()
+            reply = Reply(status, {"content-type": "application/json"}, body, provider.name, [])
+            return verdict, reply
+        health, clock = candidate.health, self._clock
+
+        def on_end(outcome: str) -> None:
+            if outcome in StreamOutcome.FAILURES:
+                health.record_failure(clock(), f"stream_{outcome}")
+
+        relay = StreamRelay(
+            self.family,
+            response,
+            decoder,
+            tracker,
+            b"".join(event.raw for event in first),
+            provider=provider.name,
+            stall_timeout=provider.timeout,
+            on_end=on_end,
+        )
+        headers = _reply_headers(response.headers, "text/event-stream")
+        return _STREAM_OK, StreamReply(response.status, headers, provider.name, [], relay)
+
+    # -- bookkeeping ----------------------------------------------------------------------
+
+    def _record(self, candidate: Candidate, verdict: Verdict) -> None:
+        health, now = candidate.health, self._clock()
+        effect = verdict.effect
+        if effect is Effect.SUCCESS:
+            health.record_success()
+        elif effect is Effect.FAILURE:
+            health.record_failure(now, verdict.outcome)
+        elif effect is Effect.COOLDOWN:
+            health.cool_down(now, verdict.cooldown, verdict.outcome)
+        else:
+            health.release()
+        if verdict.loud:
+            logger.error(
+                "%s provider %r answered %s: its key is rejected or out of credit; "
+                "it is skipped for %.0f s. Check its api_key and billing.",
+                self.family.name,
+                candidate.provider.name,
+                verdict.outcome,
+                verdict.cooldown,
+            )
+
+    @staticmethod
+    def _body_for(request: ChatRequest, upstream_model: str) -> bytes:
+        if upstream_model == request.model:
+            return request.body
+        return orjson.dumps({**request.data, "model": upstream_model})
+
+
+async def _first_events(
+    response: UpstreamResponse, decoder: SSEDecoder, timeout: float | None
+) -> list[SSEEvent] | None:
+    """Events up to and including the first that is not a comment; None if there is none."""
+    events: list[SSEEvent] = []
+    async with asyncio.timeout(timeout):
+        while True:
+            chunk = await response.next_chunk()
+            if not chunk:
+                rest = decoder.flush()
+                if rest is not None:
+                    events.append(rest)
+                return events if any(not e.is_comment for e in events) else None
+            events.extend(decoder.feed(chunk))
+            if any(not e.is_comment for e in events):
+                return events
+
+
+def _reply_headers(upstream: Mapping[str, str], default_type: str) -> dict[str, str]:
+    headers = pass_back_headers(upstream)
+    headers["content-type"] = upstream.get("content-type", default_type)
+    return headers

@@ -1,0 +1,147 @@
+"""The Anthropic Messages family."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+import orjson
+
+from llm_api_router.config import Family, ProviderConfig
+from llm_api_router.families.base import (
+    ApiFamily,
+    ChatRequest,
+    StreamTracker,
+    UpstreamErrorInfo,
+    loads_object,
+    wrong_type,
+)
+from llm_api_router.sse import SSEEvent
+
+__all__ = ["DEFAULT_ANTHROPIC_VERSION", "AnthropicFamily"]
+
+DEFAULT_ANTHROPIC_VERSION = "2023-06-01"
+
+_ERROR_TYPES: Mapping[int, str] = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    402: "billing_error",
+    403: "permission_error",
+    404: "not_found_error",
+    405: "invalid_request_error",
+    413: "request_too_large",
+    415: "invalid_request_error",
+    429: "rate_limit_error",
+    502: "api_error",
+    503: "api_error",
+    504: "api_error",
+    529: "overloaded_error",
+}
+_STATUS_OF_TYPE: Mapping[str, int] = {
+    "invalid_request_error": 400,
+    "authentication_error": 401,
+    "billing_error": 402,
+    "permission_error": 403,
+    "not_found_error": 404,
+    "request_too_large": 413,
+    "rate_limit_error": 429,
+    "api_error": 500,
+    "timeout_error": 504,
+    "overloaded_error": 529,
+}
+
+
+class AnthropicFamily(ApiFamily):
+    """``POST /anthropic/v1/messages`` -> ``{base_url}/v1/messages``."""
+
+    name: ClassVar[Family] = "anthropic"
+    upstream_path: ClassVar[str] = "/v1/messages"
+    rate_limit_statuses: ClassVar[frozenset[int]] = frozenset({429, 529})
+    private_request_headers: ClassVar[frozenset[str]] = frozenset()
+    required_fields: ClassVar[tuple[str, ...]] = ("model", "messages", "max_tokens")
+
+    def check_fields(self, data: dict[str, Any]) -> None:
+        max_tokens = data["max_tokens"]
+        if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1:
+            raise wrong_type("max_tokens", "a positive integer", max_tokens)
+
+    def auth_headers(
+        self, provider: ProviderConfig, client_headers: Mapping[str, str]
+    ) -> dict[str, str]:
+        headers = {"x-api-key": provider.api_key.get_secret_value()}
+        if "anthropic-version" not in client_headers:
+            headers["anthropic-version"] = DEFAULT_ANTHROPIC_VERSION
+        return headers
+
+    def error_info(self, body: bytes) -> UpstreamErrorInfo | None:
+        data = loads_object(body)
+        error = data.get("error") if data else None
+        if not isinstance(error, dict):
+            return None
+        return _info(error)
+
+    def is_context_length_error(self, status: int, info: UpstreamErrorInfo | None) -> bool:
+        return (
+            status == 400
+            and info is not None
+            and info.type == "invalid_request_error"
+            and "prompt is too long" in info.message.lower()
+        )
+
+    def is_quota_error(self, status: int, info: UpstreamErrorInfo | None) -> bool:
+        # Anthropic reports an empty balance as a 400 "credit balance is too low".
+        return status == 400 and info is not None and "credit balance" in info.message.lower()
+
+    def stream_error_status(self, info: UpstreamErrorInfo) -> int:
+        return _STATUS_OF_TYPE.get(info.type or "", 500)
+
+    def new_stream_tracker(self, request: ChatRequest) -> StreamTracker:
+        return _AnthropicStreamTracker()
+
+    def error_body(
+        self, status: int, message: str, *, code: str | None = None, param: str | None = None
+    ) -> bytes:
+        return orjson.dumps({"type": "error", "error": _error_object(status, message)})
+
+    def stream_error_event(self, status: int, message: str, *, code: str | None = None) -> bytes:
+        payload = orjson.dumps({"type": "error", "error": _error_object(status, message)})
+        return b"event: error\ndata: " + payload + b"\n\n"
+
+
+def _error_object(status: int, message: str) -> dict[str, str]:
+    error_type = _ERROR_TYPES.get(status, "invalid_request_error" if status < 500 else "api_error")
+    return {"type": error_type, "message": message}
+
+
+def _info(error: dict[str, Any]) -> UpstreamErrorInfo:
+    kind = error.get("type")
+    message = error.get("message")
+    return UpstreamErrorInfo(
+        type=kind if isinstance(kind, str) else None,
+        code=None,
+        message=message if isinstance(message, str) else "",
+    )
+
+
+class _AnthropicStreamTracker(StreamTracker):
+    """Natural end: ``message_stop``."""
+
+    __slots__ = ("finished", "terminal")
+
+    def __init__(self) -> None:
+        self.finished = False
+        self.terminal = False
+
+    def observe(self, event: SSEEvent) -> UpstreamErrorInfo | None:
+        name = event.event
+        if name == "message_stop":
+            self.finished = self.terminal = True
+            return None
+        if name == "error" or (name is None and '"type":"error"' in event.data.replace(" ", "")):
+            data = loads_object(event.data.encode())
+            error = data.get("error") if data else None
+            return _info(error) if isinstance(error, dict) else UpstreamErrorInfo(None, None, "")
+        return None
+
+    def completion(self) -> bytes:
+        return b""

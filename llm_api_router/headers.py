@@ -1,0 +1,81 @@
+"""Which headers cross the router, in each direction (SPEC section 4)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+
+__all__ = ["forward_request_headers", "pass_back_headers"]
+
+HOP_BY_HOP = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+    }
+)
+
+# Never sent upstream: credentials (ours are set per provider), transport framing that
+# the HTTP client recomputes, and cookies.
+_NOT_FORWARDED = HOP_BY_HOP | {
+    "host",
+    "content-length",
+    "content-type",
+    "content-encoding",
+    "accept-encoding",
+    "expect",
+    "authorization",
+    "x-api-key",
+    "api-key",
+    "cookie",
+}
+
+_PASSED_BACK = frozenset(
+    {
+        "request-id",
+        "x-request-id",
+        "retry-after",
+        "retry-after-ms",
+        "openai-processing-ms",
+        "openai-version",
+        "x-should-retry",
+    }
+)
+_PASSED_BACK_PREFIXES = ("x-ratelimit-", "anthropic-ratelimit-")
+
+
+def forward_request_headers(
+    raw: Iterable[tuple[bytes, bytes]], private: frozenset[str]
+) -> dict[str, str]:
+    """The client's headers that go upstream (lower-case names).
+
+    ``private`` adds the family's own never-forwarded names (e.g. OpenAI-Organization).
+    Headers named by the client's ``Connection`` header are hop-by-hop too.
+    """
+    headers: dict[str, str] = {}
+    extra_hop: set[str] = set()
+    for raw_name, raw_value in raw:
+        name = raw_name.decode("latin-1").lower()
+        value = raw_value.decode("latin-1")
+        if name == "connection":
+            extra_hop.update(token.strip().lower() for token in value.split(","))
+        if name in _NOT_FORWARDED or name in private or name.startswith(("x-router-", "proxy-")):
+            continue
+        headers[name] = value
+    for name in extra_hop:
+        headers.pop(name, None)
+    return headers
+
+
+def pass_back_headers(upstream: Mapping[str, str]) -> dict[str, str]:
+    """The upstream's response headers the client sees: request ids and rate-limit state."""
+    return {
+        name.lower(): value
+        for name, value in upstream.items()
+        if name.lower() in _PASSED_BACK or name.lower().startswith(_PASSED_BACK_PREFIXES)
+    }

@@ -1,0 +1,249 @@
+"""Pure routing policy: which providers to try in what order, and what each outcome means.
+
+This module is SPEC section 4 as code.  It imports neither the web framework nor the HTTP
+client; the dispatcher feeds it outcomes and acts on its verdicts.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import math
+import random
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from enum import Enum
+from itertools import groupby
+
+import orjson
+
+from llm_api_router.config import ProviderConfig, Settings
+from llm_api_router.errors import UpstreamTimeout, UpstreamTransportError
+from llm_api_router.families import ApiFamily, UpstreamErrorInfo
+from llm_api_router.health import ProviderHealth
+
+__all__ = [
+    "MAX_COOLDOWN",
+    "Action",
+    "Candidate",
+    "Effect",
+    "RoutingPolicy",
+    "Verdict",
+    "parse_retry_after",
+]
+
+#: Upper bound for any Retry-After we honour (a day): protects against absurd values.
+MAX_COOLDOWN = 86_400.0
+
+
+class Action(Enum):
+    RETURN = "return"  # give this answer to the client
+    RETRY = "retry"  # try the same provider again (within its max_retries), then the next
+    NEXT = "next"  # go to the next provider at once
+
+
+class Effect(Enum):
+    NONE = "none"
+    SUCCESS = "success"  # the provider works
+    FAILURE = "failure"  # counts toward its circuit breaker
+    COOLDOWN = "cooldown"  # skip it for ``Verdict.cooldown`` seconds
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """What to do after one attempt, and what it says about the provider."""
+
+    action: Action
+    outcome: str
+    effect: Effect
+    cooldown: float = 0.0
+    rate_limited: bool = False
+    loud: bool = False  # an operator must hear about it (bad key, no credit)
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    """A provider chosen for a request, with the model name to send it."""
+
+    provider: ProviderConfig
+    health: ProviderHealth
+    upstream_model: str
+
+
+_OK = Verdict(Action.RETURN, "ok", Effect.SUCCESS)
+_CLIENT_ERROR = Verdict(Action.RETURN, "client_error", Effect.SUCCESS)
+_MODEL_NOT_FOUND = Verdict(Action.NEXT, "model_not_found", Effect.NONE)
+_CONTEXT_LENGTH = Verdict(Action.NEXT, "context_length_exceeded", Effect.NONE)
+_SERVER_ERROR = Verdict(Action.RETRY, "server_error", Effect.FAILURE)
+_REQUEST_TIMEOUT = Verdict(Action.RETRY, "request_timeout", Effect.FAILURE)
+_INVALID_BODY = Verdict(Action.RETRY, "invalid_response", Effect.FAILURE)
+_UNEXPECTED = Verdict(Action.NEXT, "unexpected_status", Effect.FAILURE)
+_TIMEOUT = Verdict(Action.NEXT, "timeout", Effect.FAILURE)
+_AUTH_OUTCOMES: Mapping[int, str] = {401: "auth_failed", 402: "payment_required", 403: "forbidden"}
+
+
+class RoutingPolicy:
+    """Routing rules for one family under one set of :class:`Settings`."""
+
+    __slots__ = ("_family", "_settings")
+
+    def __init__(self, family: ApiFamily, settings: Settings) -> None:
+        self._family = family
+        self._settings = settings
+
+    # -- order ----------------------------------------------------------------------------
+
+    def plan(
+        self,
+        providers: Sequence[tuple[ProviderConfig, ProviderHealth]],
+        model: str,
+        now: float,
+        rotation: int,
+    ) -> list[Candidate]:
+        """The providers to try for ``model``, best first; empty if none serves it.
+
+        Cooling providers are skipped; if every one is cooling, the one that is ready
+        first is still tried.  Equal priorities rotate by ``rotation`` to share load.
+        """
+        serving = [
+            Candidate(provider, health, upstream)
+            for provider, health in providers
+            if (upstream := provider.upstream_model(model)) is not None
+        ]
+        if not serving:
+            return []
+        available = [c for c in serving if c.health.is_available(now)]
+        if not available:
+            return [min(serving, key=lambda c: c.health.ready_at())]
+        available.sort(key=_priority)
+        ordered: list[Candidate] = []
+        for _, group in groupby(available, key=_priority):
+            members = list(group)
+            shift = rotation % len(members)
+            ordered.extend(members[shift:] + members[:shift])
+        return ordered
+
+    @staticmethod
+    def retry_after(
+        providers: Sequence[tuple[ProviderConfig, ProviderHealth]], model: str, now: float
+    ) -> float:
+        """Seconds until the first provider serving ``model`` is ready again (>= 1)."""
+        ready = [h.ready_at() for p, h in providers if p.upstream_model(model) is not None]
+        return float(max(1, math.ceil(min(ready, default=now) - now)))
+
+    def backoff(self, retry_index: int, rng: random.Random) -> float:
+        """Jittered exponential delay before retry number ``retry_index`` (0-based)."""
+        settings = self._settings
+        delay = min(settings.retry_backoff_max, settings.retry_backoff_base * 2**retry_index)
+        return delay * rng.uniform(0.5, 1.0)
+
+    # -- outcomes -------------------------------------------------------------------------
+
+    def classify_response(
+        self,
+        status: int,
+        headers: Mapping[str, str],
+        body: bytes | None,
+        *,
+        wall_now: float,
+    ) -> Verdict:
+        """Judge a complete upstream answer (``body`` None: a stream's first event was fine)."""
+        if 200 <= status < 300:
+            if body is not None and not _is_json(body):
+                return _INVALID_BODY
+            return _OK
+        info = self._family.error_info(body) if body else None
+        return self.classify_error(status, headers, info, wall_now=wall_now)
+
+    def classify_error(
+        self,
+        status: int,
+        headers: Mapping[str, str],
+        info: UpstreamErrorInfo | None,
+        *,
+        wall_now: float,
+    ) -> Verdict:
+        """Judge an upstream error: a non-2xx status, or an error event before the commit."""
+        family, settings = self._family, self._settings
+        if family.is_quota_error(status, info):
+            return Verdict(
+                Action.NEXT,
+                "quota_exhausted",
+                Effect.COOLDOWN,
+                cooldown=settings.auth_failure_cooldown,
+                loud=True,
+            )
+        if status in family.rate_limit_statuses:
+            wait = parse_retry_after(headers, wall_now)
+            return Verdict(
+                Action.NEXT,
+                "rate_limited" if status == 429 else "overloaded",
+                Effect.COOLDOWN,
+                cooldown=settings.rate_limit_cooldown if wait is None else wait,
+                rate_limited=True,
+            )
+        if status in _AUTH_OUTCOMES:
+            return Verdict(
+                Action.NEXT,
+                _AUTH_OUTCOMES[status],
+                Effect.COOLDOWN,
+                cooldown=settings.auth_failure_cooldown,
+                loud=True,
+            )
+        if status == 404:
+            return _MODEL_NOT_FOUND
+        if status == 408:
+            return _REQUEST_TIMEOUT
+        if status >= 500:
+            return _SERVER_ERROR
+        if family.is_context_length_error(status, info):
+            return _CONTEXT_LENGTH
+        if 400 <= status < 500:
+            return _CLIENT_ERROR
+        return _UNEXPECTED
+
+    @staticmethod
+    def classify_transport(error: UpstreamTransportError) -> Verdict:
+        """Judge an attempt that got no HTTP answer."""
+        if isinstance(error, UpstreamTimeout):
+            return _TIMEOUT  # a silent provider is not retried within the request
+        return Verdict(Action.RETRY, error.kind, Effect.FAILURE)
+
+
+def parse_retry_after(headers: Mapping[str, str], wall_now: float) -> float | None:
+    """Seconds from ``retry-after-ms`` or ``retry-after`` (seconds or HTTP date), if any."""
+    value = headers.get("retry-after-ms")
+    if value is not None:
+        try:
+            return _bounded(float(value) / 1000.0)
+        except ValueError:
+            pass
+    value = headers.get("retry-after")
+    if value is None:
+        return None
+    try:
+        return _bounded(float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return _bounded(when.timestamp() - wall_now)
+
+
+def _bounded(seconds: float) -> float | None:
+    if math.isnan(seconds):
+        return None
+    return min(max(seconds, 0.0), MAX_COOLDOWN)
+
+
+def _priority(candidate: Candidate) -> int:
+    return candidate.provider.priority
+
+
+def _is_json(body: bytes) -> bool:
+    try:
+        orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return False
+    return True

@@ -1,0 +1,312 @@
+"""The ASGI application: routes, lifespan and the HTTP edge of every error.
+
+``create_app(config)`` builds the app; nothing happens at import time.  The upstream
+client is created and closed by the app's lifespan, so an app object can be imported,
+served by any ASGI server, or driven in tests with an injected ``transport`` and ``clock``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import Response
+
+from llm_api_router._version import __version__
+from llm_api_router.config import FAMILIES, Family, RouterConfig
+from llm_api_router.dispatch import Dispatcher, Reply
+from llm_api_router.errors import (
+    AllProvidersFailed,
+    ClientRequestError,
+    NoProviderError,
+    RouterError,
+)
+from llm_api_router.families import ApiFamily, family_for
+from llm_api_router.headers import forward_request_headers
+from llm_api_router.streaming import SSEResponse
+from llm_api_router.upstream import AiohttpTransport, Transport
+
+__all__ = ["ROUTES", "create_app"]
+
+logger = logging.getLogger("llm_api_router.server")
+
+Clock = Callable[[], float]
+
+#: Client-facing chat routes of each family (native first, then aliases).
+ROUTES: Mapping[Family, tuple[str, ...]] = {
+    "openai": ("/openai/chat/completions", "/openai/v1/chat/completions"),
+    "anthropic": ("/anthropic/chat/completions", "/anthropic/v1/messages"),
+}
+
+_JSON_TYPES = ("application/json", "text/json")
+
+
+@dataclass(slots=True)
+class _Runtime:
+    """What the lifespan builds: one dispatcher per family over one shared transport."""
+
+    dispatchers: dict[Family, Dispatcher]
+
+
+def create_app(
+    config: RouterConfig | None = None,
+    *,
+    transport: Transport | None = None,
+    clock: Clock | None = None,
+) -> FastAPI:
+    """Build the router's ASGI app for ``config`` (default: no providers).
+
+    ``transport`` replaces the pooled aiohttp client (tests); ``clock`` replaces
+    ``time.monotonic`` for cooldowns and the circuit breaker.
+    """
+    config = config if config is not None else RouterConfig()
+    monotonic = clock or time.monotonic
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with AsyncExitStack() as stack:
+            upstream: Transport = (
+                transport
+                if transport is not None
+                else await stack.enter_async_context(AiohttpTransport())
+            )
+            app.state.runtime = _Runtime(
+                {
+                    name: Dispatcher(
+                        family_for(name),
+                        config.providers(name),
+                        config.settings,
+                        upstream,
+                        clock=monotonic,
+                    )
+                    for name in FAMILIES
+                }
+            )
+            yield
+
+    app = FastAPI(
+        title="LLM API Router",
+        version=__version__,
+        summary="OpenAI and Anthropic endpoints with priority routing and automatic fallback.",
+        lifespan=lifespan,
+    )
+    _add_info_routes(app, monotonic)
+    for name in FAMILIES:
+        _add_chat_routes(app, family_for(name), config.settings.max_body_bytes)
+    _add_error_handlers(app)
+    return app
+
+
+# -- chat routes ---------------------------------------------------------------------------
+
+
+def _add_chat_routes(app: FastAPI, family: ApiFamily, max_body: int) -> None:
+    name = family.name
+
+    async def chat(request: Request) -> Response:
+        dispatcher: Dispatcher = request.app.state.runtime.dispatchers[name]
+        try:
+            body = await _read_body(request, max_body)
+            chat_request = family.parse_request(body)
+            headers = forward_request_headers(request.headers.raw, family.private_request_headers)
+            query = request.url.query
+            reply = await dispatcher.dispatch(chat_request, headers, f"?{query}" if query else "")
+        except RouterError as exc:
+            return _error_response(family, exc)
+        router_headers = {
+            **reply.headers,
+            "x-router-provider": reply.provider,
+            "x-router-attempts": str(len(reply.attempts)),
+        }
+        if isinstance(reply, Reply):
+            return Response(reply.body, status_code=reply.status, headers=router_headers)
+        router_headers["cache-control"] = "no-cache"
+        return SSEResponse(reply.relay, reply.status, router_headers)
+
+    schema = _request_schema(family)
+    for path in ROUTES[name]:
+        app.add_api_route(
+            path,
+            chat,
+            methods=["POST"],
+            name=f"{name}_chat{'_alias' if path != ROUTES[name][0] else ''}",
+            tags=[name],
+            summary=f"{'Chat completion' if name == 'openai' else 'Message'} ({name} format)",
+            description=(
+                f"Forwarded to the best available {name} provider; the body is passed on "
+                "unchanged (only `model` may be renamed by a provider's `models` mapping). "
+                "`stream: true` returns server-sent events."
+            ),
+            openapi_extra={"requestBody": {"required": True, "content": schema}},
+            response_class=Response,
+        )
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    content_type = request.headers.get("content-type")
+    if content_type is not None:
+        media_type = content_type.split(";", 1)[0].strip().lower()
+        if media_type not in _JSON_TYPES and not media_type.endswith("+json"):
+            raise ClientRequestError(
+                415,
+                f"Unsupported content type '{media_type}'; send the body as application/json.",
+            )
+    encoding = request.headers.get("content-encoding", "identity").lower()
+    if encoding != "identity":
+        raise ClientRequestError(415, f"Unsupported content encoding '{encoding}'.")
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise _too_large(limit)
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise _too_large(limit)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _too_large(limit: int) -> ClientRequestError:
+    return ClientRequestError(
+        413,
+        f"The request body is larger than the limit of {limit} bytes.",
+        code="request_too_large",
+    )
+
+
+def _error_response(family: ApiFamily, exc: RouterError) -> Response:
+    """Render one of our errors in the family's native format."""
+    headers = {"x-router-attempts": "0"}
+    code: str | None = None
+    param: str | None = None
+    if isinstance(exc, ClientRequestError):
+        status, message, code, param = exc.status, exc.message, exc.code, exc.param
+        headers.update(exc.headers)
+    elif isinstance(exc, NoProviderError):
+        status, message, code = exc.status, exc.message, exc.code
+    elif isinstance(exc, AllProvidersFailed):
+        message = exc.message
+        headers["x-router-attempts"] = str(len(exc.attempts))
+        if exc.attempts:
+            headers["x-router-provider"] = exc.attempts[-1].provider
+        if exc.retry_after is not None:
+            status, code = 429, "all_providers_rate_limited"
+            headers["retry-after"] = str(int(exc.retry_after))
+        else:
+            status, code = 502, "all_providers_failed"
+    else:
+        status, message = 500, "The router failed to handle this request."
+    body = family.error_body(status, message, code=code, param=param)
+    return Response(body, status_code=status, headers=headers, media_type="application/json")
+
+
+def _request_schema(family: ApiFamily) -> dict[str, Any]:
+    properties: dict[str, Any] = {
+        "model": {"type": "string", "example": "gpt-4o-mini"},
+        "messages": {"type": "array", "items": {"type": "object"}},
+        "stream": {"type": "boolean", "default": False},
+    }
+    if family.name == "anthropic":
+        properties["model"]["example"] = "claude-sonnet-4-5"
+        properties["max_tokens"] = {"type": "integer", "minimum": 1}
+    else:
+        properties["stream_options"] = {"type": "object"}
+    return {
+        "application/json": {
+            "schema": {
+                "type": "object",
+                "required": list(family.required_fields),
+                "properties": properties,
+                "additionalProperties": True,
+            }
+        }
+    }
+
+
+# -- info routes ---------------------------------------------------------------------------
+
+
+def _add_info_routes(app: FastAPI, clock: Clock) -> None:
+    @app.get("/", tags=["router"], summary="Server information and routes")
+    async def root() -> dict[str, Any]:
+        return {
+            "name": "llm-api-router",
+            "version": __version__,
+            "routes": {
+                **{name: list(paths) for name, paths in ROUTES.items()},
+                "health": "/health",
+                "metrics": "/metrics",
+                "docs": "/docs",
+            },
+        }
+
+    @app.get("/health", tags=["router"], summary="Liveness and every provider's state")
+    async def health(request: Request) -> dict[str, Any]:
+        runtime: _Runtime = request.app.state.runtime
+        now = clock()
+        providers: dict[str, list[dict[str, Any]]] = {}
+        for name, dispatcher in runtime.dispatchers.items():
+            rows = []
+            for provider, state in dispatcher.providers:
+                snapshot = state.snapshot(now)
+                rows.append(
+                    {
+                        "name": provider.name,
+                        "family": name,
+                        "priority": provider.priority,
+                        "state": snapshot.state.value,
+                        "cooldown_seconds_left": snapshot.seconds_left,
+                        "recent_failures": snapshot.recent_failures,
+                        "consecutive_failures": snapshot.consecutive_failures,
+                        "last_failure": snapshot.last_failure,
+                    }
+                )
+            providers[name] = rows
+        return {"status": "ok", "version": __version__, "providers": providers}
+
+
+# -- errors at the edge ----------------------------------------------------------------------
+
+
+def _add_error_handlers(app: FastAPI) -> None:
+    def family_of(request: Request) -> ApiFamily | None:
+        first = request.url.path.lstrip("/").split("/", 1)[0]
+        for name in FAMILIES:
+            if first == name:
+                return family_for(name)
+        return None
+
+    async def http_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, StarletteHTTPException)
+        family = family_of(request)
+        if exc.status_code == 405:
+            message = f"Method {request.method} is not allowed on {request.url.path}."
+        elif exc.status_code == 404:
+            message = f"No route {request.url.path}; see GET / for the routes."
+        else:
+            message = str(exc.detail)
+        headers = dict(exc.headers or {})
+        if family is None:
+            return JSONResponse({"detail": message}, status_code=exc.status_code, headers=headers)
+        body = family.error_body(exc.status_code, message)
+        return Response(
+            body, status_code=exc.status_code, headers=headers, media_type="application/json"
+        )
+
+    async def unexpected(request: Request, exc: Exception) -> Response:
+        # Never a traceback or an exception message to the client: they may hold details.
+        logger.error("unhandled %s on %s", type(exc).__name__, request.url.path)
+        family = family_of(request) or family_for("openai")
+        body = family.error_body(500, "The router failed to handle this request.")
+        return Response(body, status_code=500, media_type="application/json")
+
+    app.add_exception_handler(StarletteHTTPException, http_error)
+    app.add_exception_handler(Exception, unexpected)

@@ -1,0 +1,189 @@
+"""Relaying a committed SSE stream to the client, and never presenting a cut one as whole.
+
+:class:`StreamRelay` forwards each upstream event as soon as it is complete.  It ends the
+client's stream with the family's native error event when the upstream cuts the stream,
+stalls past ``timeout`` or sends an error event; it completes a naturally finished stream
+whose upstream forgot its terminal marker.  The upstream response is closed on every path
+(including the client going away).  :class:`SSEResponse` delivers a relay over ASGI and
+cancels it the moment the client disconnects.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncGenerator, Callable, Mapping
+
+import anyio
+from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
+
+from llm_api_router.errors import UpstreamTimeout, UpstreamTransportError
+from llm_api_router.families import ApiFamily, StreamTracker
+from llm_api_router.sse import SSEDecoder
+from llm_api_router.upstream import UpstreamResponse
+
+__all__ = ["DEFAULT_FINISH_GRACE", "SSEResponse", "StreamOutcome", "StreamRelay"]
+
+#: After a natural finish, how long to wait for the upstream's own terminal marker.
+DEFAULT_FINISH_GRACE = 0.5
+
+
+class StreamOutcome:
+    """How a relayed stream ended (values used in logs, metrics and health)."""
+
+    COMPLETE = "complete"
+    CUT = "cut"
+    STALLED = "stalled"
+    UPSTREAM_ERROR = "upstream_error"
+    CLIENT_DISCONNECTED = "client_disconnected"
+
+    FAILURES = frozenset({CUT, STALLED, UPSTREAM_ERROR})
+
+
+class StreamRelay:
+    """One committed upstream stream; iterate :meth:`body` exactly once."""
+
+    def __init__(
+        self,
+        family: ApiFamily,
+        response: UpstreamResponse,
+        decoder: SSEDecoder,
+        tracker: StreamTracker,
+        first: bytes,
+        *,
+        provider: str,
+        stall_timeout: float,
+        on_end: Callable[[str], None],
+        finish_grace: float = DEFAULT_FINISH_GRACE,
+    ) -> None:
+        self._family = family
+        self._response = response
+        self._decoder = decoder
+        self._tracker = tracker
+        self._first = first
+        self._provider = provider
+        self._stall_timeout = stall_timeout
+        self._on_end = on_end
+        self._finish_grace = finish_grace
+        self.outcome: str | None = None
+
+    async def body(self) -> AsyncGenerator[bytes, None]:
+        """The bytes to send the client, event by event."""
+        try:
+            yield self._first
+            if self._tracker.terminal:
+                self._end(StreamOutcome.COMPLETE)
+                return
+            while self.outcome is None:
+                out = await self._next()
+                if out:
+                    yield out
+        finally:
+            self._response.close()
+            if self.outcome is None:
+                self._end(StreamOutcome.CLIENT_DISCONNECTED)
+
+    async def _next(self) -> bytes:
+        """The next piece to relay; sets ``outcome`` when the stream is over."""
+        tracker = self._tracker
+        try:
+            if tracker.finished:
+                chunk = await asyncio.wait_for(self._response.next_chunk(), self._finish_grace)
+            else:
+                chunk = await self._response.next_chunk()
+        except TimeoutError:  # finished, and the terminal marker did not come
+            return self._complete()
+        except UpstreamTimeout:
+            return self._fail(
+                StreamOutcome.STALLED,
+                504,
+                f"The upstream provider '{self._provider}' sent nothing for "
+                f"{self._stall_timeout:g} s; the stream was ended before its natural end.",
+            )
+        except UpstreamTransportError:
+            if tracker.finished:
+                return self._complete()
+            return self._cut()
+        if not chunk:
+            rest = self._decoder.flush()
+            tail = b""
+            if rest is not None:
+                tail = rest.raw
+                if not rest.is_comment and tracker.observe(rest) is not None:
+                    self._end(StreamOutcome.UPSTREAM_ERROR)
+                    return tail
+            if tracker.terminal:
+                self._end(StreamOutcome.COMPLETE)
+                return tail
+            return tail + (self._complete() if tracker.finished else self._cut())
+        pieces = []
+        for event in self._decoder.feed(chunk):
+            pieces.append(event.raw)
+            if event.is_comment:
+                continue
+            if tracker.observe(event) is not None:
+                self._end(StreamOutcome.UPSTREAM_ERROR)  # relayed as sent: already native
+                break
+            if tracker.terminal:
+                self._end(StreamOutcome.COMPLETE)
+                break
+        return b"".join(pieces)
+
+    def _complete(self) -> bytes:
+        self._end(StreamOutcome.COMPLETE)
+        return self._tracker.completion()
+
+    def _cut(self) -> bytes:
+        return self._fail(
+            StreamOutcome.CUT,
+            502,
+            f"The upstream provider '{self._provider}' closed the stream before its natural "
+            "end; the answer is incomplete.",
+        )
+
+    def _fail(self, outcome: str, status: int, message: str) -> bytes:
+        self._end(outcome)
+        return self._family.stream_error_event(status, message, code=f"stream_{outcome}")
+
+    def _end(self, outcome: str) -> None:
+        if self.outcome is None:
+            self.outcome = outcome
+            self._on_end(outcome)
+
+
+class SSEResponse(Response):
+    """Streams a relay over ASGI; a client disconnect cancels it at once."""
+
+    media_type = "text/event-stream"
+
+    def __init__(self, relay: StreamRelay, status_code: int, headers: Mapping[str, str]) -> None:
+        super().__init__(content=None, status_code=status_code, headers=headers)
+        self._relay = relay
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        body = self._relay.body()
+        try:
+            async with anyio.create_task_group() as group:
+
+                async def watch_disconnect() -> None:
+                    while (await receive())["type"] != "http.disconnect":
+                        pass
+                    group.cancel_scope.cancel()
+
+                group.start_soon(watch_disconnect)
+                await send(
+                    {
+                        "type": "http.response.start",
+                        "status": self.status_code,
+                        "headers": self.raw_headers,
+                    }
+                )
+                async for chunk in body:
+                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
+                group.cancel_scope.cancel()
+        except OSError:
+            pass  # the client went away while we were writing
+        finally:
+            with anyio.CancelScope(shield=True):
+                await body.aclose()

@@ -1,0 +1,24 @@
+# Shared by scripts/run and scripts/test: create .venv and install a hashed lock into it.
+# Usage: . scripts/_venv.sh; ensure_venv requirements/<lock>
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+VENV="${LLM_ROUTER_VENV:-$ROOT/.venv}"
+PYTHON="${PYTHON:-python3}"
+
+ensure_venv() {
+    local lock="$1"
+    if ! "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then
+        echo "llm-api-router needs Python 3.11 or newer ($PYTHON is $("$PYTHON" --version 2>&1))" >&2
+        exit 1
+    fi
+    [ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
+    local stamp="$VENV/.installed-$(basename "$lock")"
+    if [ ! -f "$stamp" ] || [ "$ROOT/$lock" -nt "$stamp" ] || [ "$ROOT/pyproject.toml" -nt "$stamp" ]; then
+        "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check \
+            --require-hashes -r "$ROOT/requirements/build.lock" -r "$ROOT/$lock"
+        "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check \
+            --no-deps --no-build-isolation -e "$ROOT"
+        touch "$stamp"
+    fi
+}
