@@ -331,6 +331,8 @@ def _config_error(source: str, exc: ValidationError) -> ConfigError:
         message = "is required"
     elif message.startswith("Value error, "):
         message = message.removeprefix("Value error, ")
+    else:
+        message = message.replace("Input should be", "must be")
     if not location and ": " in message:
         location, message = message.split(": ", 1)
     more = exc.error_count() - 1

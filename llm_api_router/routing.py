@@ -133,8 +133,8 @@ class RoutingPolicy:
     def backoff(self, retry_index: int, rng: random.Random) -> float:
         """Jittered exponential delay before retry number ``retry_index`` (0-based)."""
         settings = self._settings
-        delay = min(settings.retry_backoff_max, settings.retry_backoff_base * 2**retry_index)
-        return delay * rng.uniform(0.5, 1.0)
+        delay: float = settings.retry_backoff_base * (2.0**retry_index)
+        return min(settings.retry_backoff_max, delay) * rng.uniform(0.5, 1.0)
 
     # -- outcomes -------------------------------------------------------------------------
 

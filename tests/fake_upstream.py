@@ -608,6 +608,7 @@ class _Exchange:
     count: int
     request_id: str = field(default_factory=lambda: "req_" + secrets.token_hex(12))
     closed_by_fake: bool = False
+    finished: bool = False
 
     @property
     def model(self) -> str:
@@ -939,10 +940,26 @@ class FakeUpstream:
             raise
         finally:
             self._inflight.discard(ex)
+            if ex.finished:
+                self._state.update(ex.handle, completed=True)
 
     def _client_gone(self, ex: _Exchange) -> None:
-        if not ex.closed_by_fake and not self._stopping:
+        if not (ex.closed_by_fake or ex.finished or self._stopping):
             self._state.update(ex.handle, disconnected_at=time.monotonic())
+
+    async def _finish(self, ex: _Exchange, response: web.StreamResponse) -> None:
+        """End ``response``, marking the exchange finished.
+
+        ``write_eof`` hands the last bytes to the transport before its first suspension point,
+        so a client that hangs up right after reading them (e.g. an SDK closing a stream after
+        an error event) is not mistaken for one that left early.
+        """
+        ex.finished = True
+        try:
+            await response.write_eof()
+        except ConnectionError:
+            ex.finished = False
+            self._client_gone(ex)
 
     async def _pause(self, ex: _Exchange, seconds: float) -> bool:
         """Sleep up to ``seconds``; True if the client went away meanwhile.
@@ -979,11 +996,10 @@ class FakeUpstream:
         """Send a complete response now, so that ``completed`` can be recorded truthfully."""
         try:
             await response.prepare(ex.request)
-            await response.write_eof()
         except ConnectionError:
             self._client_gone(ex)
             return response
-        self._state.update(ex.handle, completed=True)
+        await self._finish(ex, response)
         return response
 
     async def _respond(self, ex: _Exchange, behaviour: Behaviour) -> web.StreamResponse:
@@ -1105,11 +1121,10 @@ class FakeUpstream:
             if spec.keep_open:
                 await self._pause(ex, _FOREVER)
                 return response
-            await response.write_eof()
         except ConnectionError:
             self._client_gone(ex)
             return response
-        self._state.update(ex.handle, completed=True)
+        await self._finish(ex, response)
         return response
 
     # ----- control API

@@ -1,0 +1,1357 @@
+"""Benchmark orchestrator for the LLM API router.  Start it through ``bash bench/run.sh``.
+
+Topology: the systems under test (nginx reverse proxy, bare Python forwarders, the router) are
+pinned to one core, the load generator (wrk / the open-loop generator) and the upstream (nginx
+serving static, faithful OpenAI/Anthropic responses) to the other.  Every process started here
+is stopped here, by its own process id.  See bench/README.md for what is measured.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime as dt
+import http.client
+import importlib.metadata
+import json
+import os
+import platform
+import shlex
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+BENCH = REPO / "bench"
+FIXTURES = BENCH / "upstream"
+WRK_LUA = BENCH / "wrk_post.lua"
+DEFAULT_REPORT = BENCH / "RESULTS.md"
+HOST = "127.0.0.1"
+
+CLIENTS = ("aiohttp", "httpx", "httpx2")
+NOT_RUN = "not run"
+
+
+# --------------------------------------------------------------------------- scenario model
+
+
+@dataclass(frozen=True)
+class Family:
+    name: str
+    title: str
+    upstream_path: str  # appended to the upstream prefix (/up, /upstream-stream, ...)
+    router_path: str
+    headers: tuple[str, ...]
+    body: dict[str, Any]
+    json_file: str
+    sse_file: str
+    limited_file: str
+    response_headers: tuple[tuple[str, str], ...]
+
+    def base_url(self, port: int, prefix: str) -> str:
+        """Provider base_url: the router appends /chat/completions (OpenAI), /v1/messages."""
+        if self.name == "openai":
+            return f"http://{HOST}:{port}{prefix}/v1"
+        return f"http://{HOST}:{port}{prefix}"
+
+
+OPENAI = Family(
+    name="openai",
+    title="OpenAI",
+    upstream_path="/v1/chat/completions",
+    router_path="/openai/v1/chat/completions",
+    headers=("Authorization: Bearer x",),
+    body={
+        "model": "gpt-4o-mini",
+        "messages": [
+            {"role": "system", "content": "You are a helpful assistant."},
+            {"role": "user", "content": "Say hello in one short sentence."},
+        ],
+        "max_tokens": 64,
+        "temperature": 0.2,
+    },
+    json_file="openai_chat.json",
+    sse_file="openai_chat_stream.sse",
+    limited_file="openai_rate_limit.json",
+    response_headers=(
+        ("x-request-id", "req_7f3c2a9b1e8d4c5fa0b6e2d9c1a3f5e7"),
+        ("openai-organization", "org-bench"),
+        ("openai-processing-ms", "312"),
+        ("openai-version", "2020-10-01"),
+        ("x-ratelimit-remaining-requests", "9999"),
+    ),
+)
+ANTHROPIC = Family(
+    name="anthropic",
+    title="Anthropic",
+    upstream_path="/v1/messages",
+    router_path="/anthropic/v1/messages",
+    headers=("x-api-key: x", "anthropic-version: 2023-06-01"),
+    body={
+        "model": "claude-3-5-haiku-20241022",
+        "max_tokens": 64,
+        "messages": [{"role": "user", "content": "Say hello in one short sentence."}],
+    },
+    json_file="anthropic_message.json",
+    sse_file="anthropic_message_stream.sse",
+    limited_file="anthropic_rate_limit.json",
+    response_headers=(
+        ("request-id", "req_011CPbench7f3c2a9b1e8d4c5f"),
+        ("anthropic-organization-id", "0b5c3e2a-bench-4f1d-9c7e-000000000000"),
+    ),
+)
+FAMILIES = (OPENAI, ANTHROPIC)
+
+# Upstream URL prefixes (nginx cannot look into the JSON body, so the stream flag is a prefix).
+UP, STREAM, LIMITED, BACKUP = "/up", "/upstream-stream", "/limited", "/backup"
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    title: str
+    family: Family
+    stream: bool
+    connections: int
+    group: str  # router config: healthy | stream | limited
+    kind: str = "closed"  # closed (wrk) | open (fixed rate) | fallback
+
+    @property
+    def prefix(self) -> str:
+        return STREAM if self.stream else UP
+
+
+SCENARIOS = (
+    Scenario("openai-32", "OpenAI non-streaming, 32 connections", OPENAI, False, 32, "healthy"),
+    Scenario("openai-128", "OpenAI non-streaming, 128 connections", OPENAI, False, 128, "healthy"),
+    Scenario(
+        "anthropic-32", "Anthropic non-streaming, 32 connections", ANTHROPIC, False, 32, "healthy"
+    ),
+    Scenario(
+        "openloop-200", "OpenAI non-streaming, open loop", OPENAI, False, 0, "healthy", kind="open"
+    ),
+    Scenario("openai-stream-32", "OpenAI streaming, 32 connections", OPENAI, True, 32, "stream"),
+    Scenario(
+        "anthropic-stream-32", "Anthropic streaming, 32 connections", ANTHROPIC, True, 32, "stream"
+    ),
+    Scenario(
+        "fallback",
+        "Primary always 429, backup healthy (OpenAI non-streaming, 32 connections)",
+        OPENAI,
+        False,
+        32,
+        "limited",
+        kind="fallback",
+    ),
+)
+EXTRA_STEPS = ("startup",)
+GROUPS = ("healthy", "stream", "limited")
+
+
+@dataclass
+class Settings:
+    duration: int
+    warmup: int
+    open_rate: float
+    open_duration: float
+    open_warmup: float
+    startup_runs: int
+    sut_cpu: int
+    load_cpu: int
+    port_base: int
+    clients: tuple[str, ...]
+    only: tuple[str, ...]
+    quick: bool
+    report: Path | None = None
+
+    def port(self, system: str) -> int:
+        offsets = {"upstream": 1, "nginx-proxy": 2, "router": 3}
+        offsets.update({f"bare-{c}": 4 + i for i, c in enumerate(CLIENTS)})
+        return self.port_base + offsets[system]
+
+    def wants(self, step: str) -> bool:
+        return not self.only or step in self.only
+
+
+# --------------------------------------------------------------------------- processes
+
+
+class Proc:
+    """A child process in its own session, pinned to a CPU; stopped by its process group id."""
+
+    def __init__(
+        self,
+        name: str,
+        argv: list[str],
+        cpu: int,
+        log: Path,
+        env: dict[str, str] | None = None,
+    ) -> None:
+        self.name = name
+        self.log = log
+        self._log_file = log.open("wb")
+        self.popen = subprocess.Popen(
+            ["taskset", "-c", str(cpu), *argv],
+            cwd=REPO,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=self._log_file,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        self.started = time.perf_counter()
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 10.0) -> None:
+        if self.alive():
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.pid, sig)
+            try:
+                self.popen.wait(timeout)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self.pid, signal.SIGKILL)
+                self.popen.wait(5)
+        # anything left in the group (e.g. worker processes of a killed parent)
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.pid, signal.SIGKILL)
+        self._log_file.close()
+
+    def log_tail(self, lines: int = 15) -> str:
+        with contextlib.suppress(OSError):
+            text = self.log.read_text(errors="replace").strip().splitlines()
+            return "\n".join(text[-lines:])
+        return ""
+
+
+def process_tree(pid: int) -> list[int]:
+    out = [pid]
+    for task in Path(f"/proc/{pid}/task").glob("*/children"):
+        with contextlib.suppress(OSError):
+            for child in task.read_text().split():
+                out.extend(process_tree(int(child)))
+    return out
+
+
+def memory_kib(pid: int) -> dict[str, int]:
+    """VmHWM (peak RSS) and VmRSS summed over the process and its descendants."""
+    total = {"VmHWM": 0, "VmRSS": 0, "processes": 0}
+    for p in process_tree(pid):
+        with contextlib.suppress(OSError):
+            for line in Path(f"/proc/{p}/status").read_text().splitlines():
+                key, _, value = line.partition(":")
+                if key in ("VmHWM", "VmRSS"):
+                    total[key] += int(value.split()[0])
+            total["processes"] += 1
+    return total
+
+
+def http_call(
+    port: int, method: str, path: str, body: bytes | None = None, headers: tuple[str, ...] = ()
+) -> tuple[int, bytes]:
+    conn = http.client.HTTPConnection(HOST, port, timeout=10)
+    try:
+        hdrs = {"Content-Type": "application/json"} if body is not None else {}
+        for h in headers:
+            name, _, value = h.partition(":")
+            hdrs[name.strip()] = value.strip()
+        conn.request(method, path, body=body, headers=hdrs)
+        resp = conn.getresponse()
+        return resp.status, resp.read()
+    finally:
+        conn.close()
+
+
+def wait_http(proc: Proc, port: int, path: str, timeout: float, want: int | None = 200) -> float:
+    """Seconds from the process spawn to the first answer (``want`` status, or any if None)."""
+    deadline = proc.started + timeout
+    while time.perf_counter() < deadline:
+        if not proc.alive():
+            raise RuntimeError(f"{proc.name} exited with code {proc.popen.returncode}")
+        with contextlib.suppress(OSError, http.client.HTTPException):
+            status, _ = http_call(port, "GET", path)
+            if want is None or status == want:
+                return time.perf_counter() - proc.started
+        time.sleep(0.005)
+    raise RuntimeError(f"{proc.name}: no {want or 'HTTP'} answer on {path} within {timeout:.0f}s")
+
+
+def port_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((HOST, port))
+        except OSError:
+            return False
+        return True
+
+
+# --------------------------------------------------------------------------- nginx configs
+
+
+def _nginx_str(text: str) -> str:
+    if "'" in text or "$" in text or "\\" in text:
+        raise ValueError("fixture unsuitable for an nginx string literal")
+    return "'" + text + "'"
+
+
+def _nginx_common(run_dir: Path, name: str) -> tuple[str, str]:
+    """(main context, shared http-context directives) for one nginx instance of this run."""
+    tmp = run_dir / "nginx" / f"{name}-tmp"
+    tmp.mkdir(parents=True, exist_ok=True)
+    user = "user root;\n" if os.geteuid() == 0 else ""
+    return (
+        f"{user}worker_processes 1;\nworker_rlimit_nofile 16384;\ndaemon off;\n"
+        f"master_process on;\npid {run_dir}/nginx/{name}.pid;\n"
+        f"error_log {run_dir}/nginx/{name}-error.log warn;\n"
+        "events { worker_connections 8192; multi_accept on; }\n"
+    ), (
+        f"    client_body_temp_path {tmp}/body;\n    proxy_temp_path {tmp}/proxy;\n"
+        f"    fastcgi_temp_path {tmp}/fastcgi;\n    uwsgi_temp_path {tmp}/uwsgi;\n"
+        f"    scgi_temp_path {tmp}/scgi;\n"
+        "    access_log off;\n    server_tokens off;\n    sendfile on;\n    tcp_nodelay on;\n"
+        "    keepalive_requests 10000000;\n    keepalive_timeout 300s;\n"
+        "    client_max_body_size 16m;\n    client_body_buffer_size 64k;\n"
+    )
+
+
+def upstream_conf(run_dir: Path, port: int) -> str:
+    head, http_common = _nginx_common(run_dir, "upstream")
+    logs = run_dir / "nginx"
+    locations: list[str] = []
+
+    def static(
+        path: str, file: str, ctype: str, headers: tuple[tuple[str, str], ...], log: str
+    ) -> str:
+        lines = [f"        location = {path} {{", f"            alias {FIXTURES / file};"]
+        lines.append(f"            default_type {ctype};")
+        # nginx's static handler refuses POST with 405: re-enter as GET and answer 200
+        lines.append("            error_page 405 =200 $uri;")
+        for name, value in headers:
+            lines.append(f"            add_header {name} {value};")
+        if ctype == "text/event-stream":
+            # a no-op substitution drops Content-Length: streamed chunked, like the real APIs
+            lines += [
+                "            add_header cache-control no-cache;",
+                "            sub_filter_types text/event-stream;",
+                "            sub_filter '@@never@@' '';",
+            ]
+        lines.append(f"            {log}")
+        lines.append("        }")
+        return "\n".join(lines)
+
+    for fam in FAMILIES:
+        locations.append(
+            static(
+                UP + fam.upstream_path, fam.json_file, "application/json", fam.response_headers, ""
+            )
+        )
+        locations.append(
+            static(
+                BACKUP + fam.upstream_path,
+                fam.json_file,
+                "application/json",
+                fam.response_headers,
+                f"access_log {logs}/backup.log hits;",
+            )
+        )
+        locations.append(
+            static(
+                STREAM + fam.upstream_path,
+                fam.sse_file,
+                "text/event-stream",
+                fam.response_headers,
+                "",
+            )
+        )
+        body = json.dumps(json.loads((FIXTURES / fam.limited_file).read_text()))
+        locations.append(
+            "\n".join(
+                [
+                    f"        location = {LIMITED}{fam.upstream_path} {{",
+                    "            default_type application/json;",
+                    "            add_header retry-after 30 always;",
+                    f"            access_log {logs}/limited.log hits;",
+                    f"            return 429 {_nginx_str(body)};",
+                    "        }",
+                ]
+            )
+        )
+    return (
+        head
+        + "http {\n"
+        + http_common
+        + "    etag off;\n    log_format hits '$msec $status $request_uri';\n"
+        + f"    server {{\n        listen {HOST}:{port} backlog=4096;\n"
+        + "\n".join(locations)
+        + "\n        location / { return 404; }\n    }\n}\n"
+    )
+
+
+def proxy_conf(run_dir: Path, port: int, upstream_port: int) -> str:
+    head, http_common = _nginx_common(run_dir, "proxy")
+    proxy = (
+        "            proxy_pass http://llm_upstream;\n"
+        "            proxy_http_version 1.1;\n"
+        '            proxy_set_header Connection "";\n'
+    )
+    return (
+        head
+        + "http {\n"
+        + http_common
+        + f"    upstream llm_upstream {{\n        server {HOST}:{upstream_port};\n"
+        + "        keepalive 512;\n        keepalive_requests 10000000;\n"
+        + "        keepalive_timeout 300s;\n    }\n"
+        + f"    server {{\n        listen {HOST}:{port} backlog=4096;\n"
+        + "        location / {\n"
+        + proxy
+        + "        }\n"
+        + f"        location {STREAM}/ {{\n"
+        + proxy
+        + "            proxy_buffering off;\n            proxy_cache off;\n"
+        + "        }\n    }\n}\n"
+    )
+
+
+# --------------------------------------------------------------------------- results
+
+
+@dataclass
+class Row:
+    system: str
+    status: str = "ok"  # ok | not run | error
+    reason: str = ""
+    rps: float = 0.0
+    p50: float = 0.0  # milliseconds
+    p90: float = 0.0
+    p99: float = 0.0
+    p999: float = 0.0
+    requests: int = 0
+    non_2xx: int = 0
+    errors: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+
+def nginx_version() -> str:
+    nginx = shutil.which("nginx") or "/usr/sbin/nginx"
+    with contextlib.suppress(OSError):
+        out = subprocess.run([nginx, "-v"], capture_output=True, text=True, check=False)
+        return (out.stderr or out.stdout).strip().removeprefix("nginx version: ")
+    return "?"
+
+
+def wrk_version() -> str:
+    with contextlib.suppress(OSError):
+        out = subprocess.run(["wrk", "-v"], capture_output=True, text=True, check=False)
+        first = (out.stdout or out.stderr).strip().splitlines()
+        if first:
+            return first[0].split(" [")[0].removeprefix("wrk ")
+    return "?"
+
+
+def git_commit() -> str:
+    def git(*a: str) -> str:
+        out = subprocess.run(["git", "-C", str(REPO), *a], capture_output=True, text=True)
+        return out.stdout.strip() if out.returncode == 0 else ""
+
+    commit = git("rev-parse", "--short=12", "HEAD") or "no commit yet"
+    dirty = git("status", "--porcelain", "--", "llm_api_router", "main.py")
+    return commit + (" (+ uncommitted changes)" if dirty else "")
+
+
+def cpu_model() -> str:
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or "?"
+
+
+def pkg_version(name: str) -> str:
+    try:
+        return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return "not installed"
+
+
+# --------------------------------------------------------------------------- the run
+
+
+class Bench:
+    def __init__(self, settings: Settings, argv: list[str], run_dir: Path, report: Path) -> None:
+        self.s = settings
+        self.argv = argv
+        self.run_dir = run_dir
+        self.report = report
+        self.procs: list[Proc] = []
+        self.bare: dict[str, Proc] = {}
+        self.results: dict[str, dict[str, Row]] = {}
+        self.open_results: dict[str, Row] = {}
+        self.memory: list[dict[str, Any]] = []
+        self.startup: dict[str, Any] = {}
+        self.fallback: dict[str, Any] = {}
+        self.router_status: dict[str, str] = {}
+        self.notes: list[str] = []
+        self.started_at = dt.datetime.now(dt.UTC)
+        self.python = str(REPO / ".venv" / "bin" / "python")
+        if not Path(self.python).exists():
+            self.python = sys.executable
+        self.bodies: dict[tuple[str, bool], Path] = {}
+
+    # ---- helpers
+
+    def log(self, msg: str) -> None:
+        stamp = time.strftime("%H:%M:%S")
+        print(f"[{stamp}] {msg}", flush=True)
+
+    def spawn(
+        self, name: str, argv: list[str], cpu: int, env: dict[str, str] | None = None
+    ) -> Proc:
+        proc = Proc(name, argv, cpu, self.run_dir / "logs" / f"{name}.log", env)
+        self.procs.append(proc)
+        return proc
+
+    def stop(self, proc: Proc) -> None:
+        proc.stop()
+        if proc in self.procs:
+            self.procs.remove(proc)
+
+    def stop_all(self) -> None:
+        for proc in reversed(list(self.procs)):
+            self.stop(proc)
+
+    def body_file(self, family: Family, stream: bool) -> Path:
+        key = (family.name, stream)
+        if key not in self.bodies:
+            body = dict(family.body)
+            if stream:
+                body["stream"] = True
+                if family is OPENAI:
+                    body["stream_options"] = {"include_usage": True}
+            path = self.run_dir / "bodies" / f"{family.name}{'-stream' if stream else ''}.json"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps(body, separators=(",", ":")))
+            self.bodies[key] = path
+        return self.bodies[key]
+
+    def target(self, scenario: Scenario, system: str) -> tuple[int, str]:
+        if system == "direct":
+            return self.s.port("upstream"), scenario.prefix + scenario.family.upstream_path
+        if system == "router":
+            return self.s.port("router"), scenario.family.router_path
+        return self.s.port(system), scenario.prefix + scenario.family.upstream_path
+
+    def closed_systems(self) -> list[str]:
+        return ["direct", "nginx-proxy", *(f"bare-{c}" for c in self.s.clients), "router"]
+
+    # ---- infrastructure
+
+    def start_infra(self) -> None:
+        for name in ("upstream", "nginx-proxy", "router", *(f"bare-{c}" for c in self.s.clients)):
+            if not port_free(self.s.port(name)):
+                raise RuntimeError(f"port {self.s.port(name)} ({name}) is in use; try --port-base")
+        nginx = shutil.which("nginx") or "/usr/sbin/nginx"
+        ndir = self.run_dir / "nginx"
+        ndir.mkdir(parents=True, exist_ok=True)
+        for name, conf, cpu in (
+            ("upstream", upstream_conf(self.run_dir, self.s.port("upstream")), self.s.load_cpu),
+            (
+                "proxy",
+                proxy_conf(self.run_dir, self.s.port("nginx-proxy"), self.s.port("upstream")),
+                self.s.sut_cpu,
+            ),
+        ):
+            path = ndir / f"{name}.conf"
+            path.write_text(conf)
+            check = subprocess.run(
+                [nginx, "-t", "-q", "-p", str(ndir), "-c", str(path), "-e", str(ndir / "t.log")],
+                capture_output=True,
+                text=True,
+            )
+            if check.returncode != 0:
+                raise RuntimeError(f"nginx -t {path}: {check.stderr.strip()}")
+            proc = self.spawn(
+                f"nginx-{name}",
+                [nginx, "-p", str(ndir), "-c", str(path), "-e", str(ndir / f"{name}-error.log")],
+                cpu,
+            )
+            port = self.s.port("upstream" if name == "upstream" else "nginx-proxy")
+            wait_http(proc, port, "/", 10, want=None)
+            pid_file = ndir / f"{name}.pid"
+            if pid_file.exists() and int(pid_file.read_text().split()[0]) != proc.pid:
+                raise RuntimeError(f"nginx {name}: pid file does not match the spawned pid")
+        for client in self.s.clients:
+            name = f"bare-{client}"
+            proc = self.spawn(
+                name,
+                [
+                    self.python,
+                    str(BENCH / "bare_forwarder.py"),
+                    "--client",
+                    client,
+                    "--port",
+                    str(self.s.port(name)),
+                    "--upstream",
+                    f"http://{HOST}:{self.s.port('upstream')}",
+                ],
+                self.s.sut_cpu,
+            )
+            wait_http(proc, self.s.port(name), "/health", 30)
+            self.bare[client] = proc
+            self.memory.append({"process": name, "idle": memory_kib(proc.pid)})
+
+    def router_config(self, group: str) -> Path:
+        up = self.s.port("upstream")
+        cfg: dict[str, list[dict[str, Any]]] = {}
+        for fam in FAMILIES:
+            key = "sk-bench" if fam is OPENAI else "sk-ant-bench"
+
+            def provider(
+                name: str, prio: int, prefix: str, fam: Family = fam, key: str = key
+            ) -> Any:
+                return {
+                    "name": name,
+                    "api_key": key,
+                    "priority": prio,
+                    "base_url": fam.base_url(up, prefix),
+                    "timeout": 30,
+                    "max_retries": 0,
+                }
+
+            if group == "limited":
+                cfg[fam.name] = [provider("primary", 1, LIMITED), provider("backup", 2, BACKUP)]
+            else:
+                cfg[fam.name] = [provider("primary", 1, STREAM if group == "stream" else UP)]
+        path = self.run_dir / f"router-{group}.json"
+        path.write_text(json.dumps(cfg, indent=2) + "\n")
+        return path
+
+    def router_argv(self, config: Path) -> list[str]:
+        return [
+            self.python,
+            "main.py",
+            "--config",
+            str(config),
+            "--host",
+            HOST,
+            "--port",
+            str(self.s.port("router")),
+            "--log-level",
+            "warning",
+        ]
+
+    def router_env(self) -> dict[str, str]:
+        return {**os.environ, "LLM_ROUTER_BENCH": "1", "PYTHONUNBUFFERED": "1"}
+
+    def start_router(self, group: str) -> Proc | None:
+        if not (REPO / "main.py").exists():
+            self.router_status[group] = "main.py does not exist yet"
+            return None
+        proc = self.spawn(
+            f"router-{group}",
+            self.router_argv(self.router_config(group)),
+            self.s.sut_cpu,
+            self.router_env(),
+        )
+        try:
+            wait_http(proc, self.s.port("router"), "/health", 30)
+        except RuntimeError as exc:
+            tail = proc.log_tail(8)
+            self.stop(proc)
+            self.router_status[group] = f"failed to start: {exc}" + (
+                f"; log tail: {tail}" if tail else ""
+            )
+            self.log(f"router ({group}) {self.router_status[group]}")
+            return None
+        self.router_status[group] = "ok"
+        self.memory.append({"process": f"router ({group} config)", "idle": memory_kib(proc.pid)})
+        return proc
+
+    def finish_router(self, proc: Proc | None, group: str) -> None:
+        if proc is None:
+            return
+        for entry in self.memory:
+            if entry["process"] == f"router ({group} config)":
+                entry["after"] = memory_kib(proc.pid)
+                entry["alive"] = proc.alive()
+        self.stop(proc)
+
+    # ---- measurements
+
+    def preflight(self, scenario: Scenario, port: int, path: str) -> str:
+        """Empty string when one request through this system gives a faithful answer."""
+        body = self.body_file(scenario.family, scenario.stream).read_bytes()
+        try:
+            status, data = http_call(port, "POST", path, body, scenario.family.headers)
+        except (OSError, http.client.HTTPException) as exc:
+            return f"preflight request failed: {exc!r}"
+        snippet = data[:160].decode(errors="replace").replace("\n", " ").replace("|", "/")
+        if status != 200:
+            return f"preflight HTTP {status}: {snippet}"
+        if scenario.stream:
+            end = b"data: [DONE]" if scenario.family is OPENAI else b"event: message_stop"
+            events = data.count(b"data:")
+            if end not in data or events < 15:
+                return f"preflight stream incomplete ({events} data lines): {snippet}"
+            return ""
+        try:
+            doc = json.loads(data)
+        except ValueError:
+            return f"preflight body is not JSON: {snippet}"
+        good = (
+            doc.get("object") == "chat.completion"
+            if scenario.family is OPENAI
+            else doc.get("type") == "message"
+        )
+        return "" if good else f"preflight unexpected body: {snippet}"
+
+    def wrk(self, url: str, conns: int, seconds: int, body: Path, headers: tuple[str, ...]) -> Any:
+        argv = [
+            "taskset",
+            "-c",
+            str(self.s.load_cpu),
+            "wrk",
+            "-t1",
+            f"-c{conns}",
+            f"-d{seconds}s",
+            "--timeout",
+            "10s",
+            "--latency",
+            "-s",
+            str(WRK_LUA),
+            url,
+        ]
+        env = {**os.environ, "WRK_BODY_FILE": str(body), "WRK_HEADERS": "|".join(headers)}
+        out = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 60, env=env)
+        for line in out.stdout.splitlines():
+            if line.startswith("BENCH_JSON "):
+                return json.loads(line.removeprefix("BENCH_JSON ")), out.stdout + out.stderr
+        raise RuntimeError(f"wrk printed no summary: {out.stdout[-300:]} {out.stderr[-300:]}")
+
+    def closed_loop(self, scenario: Scenario, system: str) -> Row:
+        port, path = self.target(scenario, system)
+        row = Row(system)
+        problem = self.preflight(scenario, port, path)
+        if problem:
+            row.status, row.reason = "error", problem
+            self.log(f"  {system}: {problem}")
+            return row
+        url = f"http://{HOST}:{port}{path}"
+        body = self.body_file(scenario.family, scenario.stream)
+        raw_dir = self.run_dir / "wrk"
+        raw_dir.mkdir(exist_ok=True)
+        hdrs = scenario.family.headers
+        if self.s.warmup > 0:
+            _, text = self.wrk(url, scenario.connections, self.s.warmup, body, hdrs)
+            (raw_dir / f"{scenario.name}--{system}--warmup.txt").write_text(text)
+        before = self.hit_counts()
+        summary, text = self.wrk(url, scenario.connections, self.s.duration, body, hdrs)
+        after = self.hit_counts()
+        (raw_dir / f"{scenario.name}--{system}.txt").write_text(text)
+        secs = summary["duration_us"] / 1e6
+        row.requests = summary["requests"]
+        row.rps = row.requests / secs if secs else 0.0
+        row.p50, row.p90 = summary["p50_us"] / 1000, summary["p90_us"] / 1000
+        row.p99, row.p999 = summary["p99_us"] / 1000, summary["p999_us"] / 1000
+        row.non_2xx = summary["status_errors"]
+        row.errors = sum(
+            summary[k] for k in ("connect_errors", "read_errors", "write_errors", "timeouts")
+        )
+        row.extra = {"wrk": summary, "hits": {k: after[k] - before[k] for k in after}}
+        self.log(
+            f"  {system:<13} {row.rps:>9,.0f} req/s  p50 {row.p50:7.2f} ms  p99 {row.p99:7.2f} ms"
+            f"  non-2xx {row.non_2xx}  errors {row.errors}"
+        )
+        return row
+
+    def open_loop(self, scenario: Scenario, system: str) -> Row:
+        port, path = self.target(scenario, system)
+        row = Row(system)
+        problem = self.preflight(scenario, port, path)
+        if problem:
+            row.status, row.reason = "error", problem
+            self.log(f"  {system}: {problem}")
+            return row
+        argv = [
+            "taskset",
+            "-c",
+            str(self.s.load_cpu),
+            self.python,
+            str(BENCH / "openloop.py"),
+            "--url",
+            f"http://{HOST}:{port}{path}",
+            "--body-file",
+            str(self.body_file(scenario.family, scenario.stream)),
+            "--rate",
+            str(self.s.open_rate),
+            "--duration",
+            str(self.s.open_duration),
+            "--warmup",
+            str(self.s.open_warmup),
+        ]
+        for h in scenario.family.headers:
+            argv += ["-H", h]
+        limit = self.s.open_duration + self.s.open_warmup + 60
+        out = subprocess.run(argv, capture_output=True, text=True, timeout=limit)
+        (self.run_dir / "openloop").mkdir(exist_ok=True)
+        (self.run_dir / "openloop" / f"{system}.json").write_text(out.stdout + out.stderr)
+        if out.returncode != 0:
+            row.status, row.reason = "error", f"generator failed: {out.stderr.strip()[-200:]}"
+            return row
+        res = json.loads(out.stdout)
+        lat = res["latency_ms"]
+        row.rps, row.requests = res["achieved_rate"], res["ok"]
+        row.p50, row.p90, row.p99, row.p999 = lat["p50"], lat["p90"], lat["p99"], lat["p999"]
+        row.non_2xx, row.errors = res["non_2xx"], res["errors"]
+        row.extra = res
+        self.log(
+            f"  {system:<13} {row.rps:>7.1f} req/s  p50 {row.p50:6.2f}  p90 {row.p90:6.2f}"
+            f"  p99 {row.p99:6.2f} ms  (send lag p99 {res['send_lag_ms']['p99']:.2f} ms)"
+        )
+        return row
+
+    def hit_counts(self) -> dict[str, int]:
+        counts = {}
+        for name in ("limited", "backup"):
+            path = self.run_dir / "nginx" / f"{name}.log"
+            try:
+                with path.open("rb") as f:
+                    counts[name] = sum(1 for _ in f)
+            except OSError:
+                counts[name] = 0
+        return counts
+
+    def run_scenario(self, scenario: Scenario, router: Proc | None) -> None:
+        self.log(f"scenario {scenario.name}: {scenario.title}")
+        rows: dict[str, Row] = {}
+        systems = ["router"] if scenario.kind == "fallback" else self.closed_systems()
+        for system in systems:
+            if system == "router" and router is None:
+                rows[system] = Row(system, NOT_RUN, self.router_status.get(scenario.group, ""))
+                continue
+            if scenario.kind == "open":
+                rows[system] = self.open_loop(scenario, system)
+            else:
+                rows[system] = self.closed_loop(scenario, system)
+        self.results[scenario.name] = rows
+        if scenario.kind == "fallback" and rows["router"].ok:
+            row = rows["router"]
+            hits = row.extra["hits"]
+            done = max(row.requests, 1)
+            self.fallback = {
+                "limited_hits": hits["limited"],
+                "backup_hits": hits["backup"],
+                "requests": row.requests,
+                "hits_per_request": (hits["limited"] + hits["backup"]) / done,
+                "limited_per_request": hits["limited"] / done,
+                "backup_per_request": hits["backup"] / done,
+            }
+            self.log(f"  upstream hits: {self.fallback}")
+
+    def measure_startup(self) -> None:
+        self.log("start-up time")
+        n = self.s.startup_runs
+        cases: list[tuple[str, list[str], dict[str, str] | None, int]] = []
+        if (REPO / "main.py").exists():
+            argv = self.router_argv(self.router_config("healthy"))
+            cases.append(("router", argv, self.router_env(), self.s.port("router")))
+        else:
+            self.startup["router"] = {"status": NOT_RUN, "reason": "main.py does not exist yet"}
+        for client in self.s.clients[:1]:
+            name = f"bare-{client}"
+            port = self.s.port(name) + 50
+            argv = [
+                self.python,
+                str(BENCH / "bare_forwarder.py"),
+                "--client",
+                client,
+                "--port",
+                str(port),
+                "--upstream",
+                f"http://{HOST}:{self.s.port('upstream')}",
+            ]
+            cases.append((name, argv, None, port))
+        for name, argv, env, port in cases:
+            times: list[float] = []
+            problem = ""
+            for i in range(n):
+                proc = self.spawn(f"startup-{name}-{i}", argv, self.s.sut_cpu, env)
+                try:
+                    times.append(wait_http(proc, port, "/health", 30))
+                except RuntimeError as exc:
+                    problem = f"{exc}; log tail: {proc.log_tail(5)}"
+                finally:
+                    self.stop(proc)
+                if problem:
+                    break
+            if problem:
+                self.startup[name] = {"status": "error", "reason": problem}
+            else:
+                self.startup[name] = {
+                    "status": "ok",
+                    "median_s": statistics.median(times),
+                    "min_s": min(times),
+                    "max_s": max(times),
+                    "runs": times,
+                }
+            self.log(f"  {name}: {self.startup[name]}")
+
+    def run(self) -> None:
+        self.start_infra()
+        for group in GROUPS:
+            scenarios = [sc for sc in SCENARIOS if sc.group == group and self.s.wants(sc.name)]
+            if not scenarios:
+                continue
+            router = self.start_router(group)
+            try:
+                for scenario in scenarios:
+                    self.run_scenario(scenario, router)
+            finally:
+                self.finish_router(router, group)
+        for entry in self.memory:
+            for client, proc in self.bare.items():
+                if entry["process"] == f"bare-{client}":
+                    entry["after"] = memory_kib(proc.pid)
+                    entry["alive"] = proc.alive()
+        if self.s.wants("startup"):
+            self.measure_startup()
+
+    # ---- report
+
+    def write(self) -> None:
+        data = {
+            "argv": self.argv,
+            "settings": self.s.__dict__,
+            "results": {
+                k: {s: r.__dict__ for s, r in rows.items()} for k, rows in self.results.items()
+            },
+            "fallback": self.fallback,
+            "memory": self.memory,
+            "startup": self.startup,
+            "router_status": self.router_status,
+        }
+        (self.run_dir / "results.json").write_text(json.dumps(data, indent=2, default=str))
+        text = Report(self).render()
+        (self.run_dir / "RESULTS.md").write_text(text)
+        self.report.parent.mkdir(parents=True, exist_ok=True)
+        self.report.write_text(text)
+        self.log(f"report: {self.report}  raw: {self.run_dir}")
+
+
+# --------------------------------------------------------------------------- markdown
+
+
+def ms(value: float) -> str:
+    return f"{value:.2f}" if value < 10 else f"{value:.1f}"
+
+
+def ratio(a: float, b: float) -> str:
+    return f"{a / b:.2f}" if b else "n/a"
+
+
+class Report:
+    def __init__(self, bench: Bench) -> None:
+        self.b = bench
+        self.lines: list[str] = []
+
+    def add(self, *lines: str) -> None:
+        self.lines.extend(lines)
+
+    def row(self, scenario: str, system: str) -> Row | None:
+        row = self.b.results.get(scenario, {}).get(system)
+        return row if row is not None and row.ok else None
+
+    def ratio_cells(self, scenario: str, a: str, b: str) -> list[str]:
+        ra, rb = self.row(scenario, a), self.row(scenario, b)
+        if ra is None or rb is None:
+            return ["n/a", "n/a", "n/a"]
+        return [ratio(ra.rps, rb.rps), ratio(ra.p50, rb.p50), ratio(ra.p99, rb.p99)]
+
+    def render(self) -> str:
+        self.header()
+        for sc in SCENARIOS:
+            if sc.name not in self.b.results:
+                continue
+            if sc.kind == "closed":
+                self.closed(sc)
+            elif sc.kind == "open":
+                self.open(sc)
+            else:
+                self.fallback(sc)
+        self.memory()
+        self.startup()
+        self.summary()
+        self.clients()
+        return "\n".join(self.lines) + "\n"
+
+    def header(self) -> None:
+        b, s = self.b, self.b.s
+        cmd = "bash bench/run.sh" + "".join(" " + shlex.quote(a) for a in b.argv)
+        mem_total = "?"
+        with contextlib.suppress(OSError, IndexError):
+            mem_total = Path("/proc/meminfo").read_text().splitlines()[0].split(":")[1].strip()
+        versions = [
+            f"Python {platform.python_version()}",
+            *(
+                f"{p} {pkg_version(p)}"
+                for p in ("uvicorn", "uvloop", "httptools", "aiohttp", "httpx", "httpx2")
+            ),
+            f"fastapi {pkg_version('fastapi')}",
+            f"starlette {pkg_version('starlette')}",
+            f"nginx {nginx_version()}",
+            f"wrk {wrk_version()}",
+        ]
+        router = "; ".join(f"{g}: {st}" for g, st in b.router_status.items()) or "not started"
+        self.add(
+            "# Benchmark results",
+            "",
+            f"- Command: `{cmd}`" + (" (quick smoke run)" if s.quick else ""),
+            f"- Date: {b.started_at:%Y-%m-%d %H:%M} UTC",
+            f"- Machine: {os.cpu_count()} CPUs (nproc), {cpu_model()}, {mem_total} RAM, "
+            f"Linux {platform.release()}",
+            f"- Versions: {', '.join(versions)}",
+            f"- Router git commit: {git_commit()}; main.py "
+            f"{'present' if (REPO / 'main.py').exists() else 'absent'}; router runs: {router}",
+            f"- Topology: systems under test on CPU {s.sut_cpu}; wrk/open-loop generator and the "
+            f"upstream nginx on CPU {s.load_cpu}. wrk `-t1`, {s.warmup} s warm-up then "
+            f"{s.duration} s measured per row. Latencies in ms.",
+            f"- Raw output: `{b.run_dir.relative_to(REPO)}/` (git-ignored)",
+            "",
+            "Systems: **direct** = wrk → upstream nginx; **nginx-proxy** = nginx reverse proxy "
+            "(1 worker, keepalive pool); **bare-<client>** = `bench/bare_forwarder.py` (raw ASGI, "
+            "uvicorn + uvloop + httptools, one pooled client); **router** = `main.py`, 1 worker. "
+            "The machine is shared and noisy: compare ratios within this run, not absolute "
+            "numbers across runs.",
+            "",
+        )
+
+    def closed(self, sc: Scenario) -> None:
+        rows = self.b.results[sc.name]
+        self.add(f"## {sc.title} (`{sc.name}`)", "")
+        self.add(
+            "| system | req/s | p50 | p90 | p99 | p99.9 | requests | non-2xx | socket errors |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        )
+        for system, r in rows.items():
+            if r.ok:
+                self.add(
+                    f"| {system} | {r.rps:,.0f} | {ms(r.p50)} | {ms(r.p90)} | {ms(r.p99)} | "
+                    f"{ms(r.p999)} | {r.requests:,} | {r.non_2xx} | {r.errors} |"
+                )
+            else:
+                self.add(f"| {system} | {r.status}: {r.reason} | | | | | | | |")
+        self.add("", "| ratio | req/s | p50 | p99 |", "|---|---:|---:|---:|")
+        pairs = [("router", "direct"), ("router", "nginx-proxy")]
+        pairs += [(f"bare-{c}", "nginx-proxy") for c in self.b.s.clients]
+        if self.b.s.clients:
+            pairs.append(("router", f"bare-{self.b.s.clients[0]}"))
+        for a, b in pairs:
+            self.add(f"| {a} / {b} | " + " | ".join(self.ratio_cells(sc.name, a, b)) + " |")
+        self.add("")
+
+    def open(self, sc: Scenario) -> None:
+        s = self.b.s
+        rows = self.b.results[sc.name]
+        self.add(
+            f"## {sc.title} at {s.open_rate:g} req/s (`{sc.name}`)",
+            "",
+            f"Open loop: `bench/openloop.py` (aiohttp, CPU {s.load_cpu}) sends request *i* at "
+            f"start + i/rate for {s.open_duration:g} s (after {s.open_warmup:g} s warm-up); "
+            "latency is measured from the scheduled send time, so queueing is not hidden "
+            "(no coordinated omission). *Added* = this system minus direct at the same percentile.",
+            "",
+            "| system | achieved req/s | ok | non-2xx | errors | p50 | p90 | p99 | p99.9 | "
+            "added p50 | added p90 | added p99 |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        )
+        direct = rows.get("direct")
+        for system, r in rows.items():
+            if not r.ok:
+                self.add(f"| {system} | {r.status}: {r.reason} |" + " |" * 10)
+                continue
+            added = ["n/a"] * 3
+            if direct is not None and direct.ok:
+                added = [
+                    f"{v - d:+.2f}"
+                    for v, d in ((r.p50, direct.p50), (r.p90, direct.p90), (r.p99, direct.p99))
+                ]
+            self.add(
+                f"| {system} | {r.rps:.1f} | {r.requests:,} | {r.non_2xx} | {r.errors} | "
+                f"{ms(r.p50)} | {ms(r.p90)} | {ms(r.p99)} | {ms(r.p999)} | "
+                + " | ".join(added)
+                + " |"
+            )
+        self.add("")
+
+    def fallback(self, sc: Scenario) -> None:
+        r = self.b.results[sc.name]["router"]
+        healthy = self.row("openai-32", "router")
+        self.add(
+            f"## {sc.title} (`{sc.name}`)",
+            "",
+            "Router config: `primary` (priority 1) → upstream `/limited/...`, which always answers "
+            "429 with `retry-after: 30` and an OpenAI rate-limit error body; `backup` (priority 2) "
+            "→ `/backup/...`, the same static answers as `/up/...`. Upstream hits are counted "
+            "from nginx access logs of those two locations during the measured run.",
+            "",
+        )
+        if not r.ok:
+            self.add(f"Router: {r.status}: {r.reason}", "")
+            return
+        fb = self.b.fallback
+        self.add(
+            "| case | req/s | p50 | p90 | p99 | non-2xx | /limited hits/req | /backup hits/req | "
+            "upstream hits/req |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        )
+        if healthy is not None:
+            self.add(
+                f"| healthy primary (`openai-32` router row) | {healthy.rps:,.0f} | "
+                f"{ms(healthy.p50)} | {ms(healthy.p90)} | {ms(healthy.p99)} | {healthy.non_2xx} "
+                "| 0 | 0 | 1 (by construction) |"
+            )
+        self.add(
+            f"| primary rate-limited | {r.rps:,.0f} | {ms(r.p50)} | {ms(r.p90)} | {ms(r.p99)} | "
+            f"{r.non_2xx} | {fb['limited_per_request']:.3f} | {fb['backup_per_request']:.3f} | "
+            f"{fb['hits_per_request']:.3f} |",
+            "",
+        )
+        if healthy is not None:
+            self.add(
+                f"Rate-limited / healthy: req/s {ratio(r.rps, healthy.rps)}, "
+                f"p50 {ratio(r.p50, healthy.p50)}, p99 {ratio(r.p99, healthy.p99)}. "
+                f"({fb['limited_hits']:,} hits on /limited and {fb['backup_hits']:,} on /backup "
+                f"for {fb['requests']:,} completed requests.)",
+                "",
+            )
+
+    def memory(self) -> None:
+        if not self.b.memory:
+            return
+        self.add(
+            "## Memory",
+            "",
+            "VmRSS right after start-up and VmHWM (peak RSS) / VmRSS after that process's load "
+            "scenarios, from `/proc/PID/status` (summed over child processes, if any).",
+            "",
+            "| process | RSS idle (MiB) | peak RSS after load (MiB) | RSS after load (MiB) |",
+            "|---|---:|---:|---:|",
+        )
+        for e in self.b.memory:
+            after = e.get("after", {})
+            hwm = f"{after['VmHWM'] / 1024:.1f}" if after else "n/a"
+            rss = f"{after['VmRSS'] / 1024:.1f}" if after else "n/a"
+            self.add(f"| {e['process']} | {e['idle']['VmRSS'] / 1024:.1f} | {hwm} | {rss} |")
+        routers = [r for g, r in self.b.router_status.items() if r != "ok"]
+        if routers or not self.b.router_status:
+            self.add("", "Router: " + (routers[0] if routers else NOT_RUN) + ".")
+        self.add("")
+
+    def startup(self) -> None:
+        if not self.b.startup:
+            return
+        self.add(
+            "## Start-up time",
+            "",
+            f"From spawning the process to the first 200 from `GET /health` "
+            f"(polled every 5 ms), {self.b.s.startup_runs} runs.",
+            "",
+            "| process | median s | min s | max s |",
+            "|---|---:|---:|---:|",
+        )
+        for name, st in self.b.startup.items():
+            if st["status"] == "ok":
+                self.add(
+                    f"| {name} | {st['median_s']:.3f} | {st['min_s']:.3f} | {st['max_s']:.3f} |"
+                )
+            else:
+                self.add(f"| {name} | {st['status']}: {st['reason']} | | |")
+        self.add("")
+
+    def summary(self) -> None:
+        closed = [sc for sc in SCENARIOS if sc.kind == "closed" and sc.name in self.b.results]
+        if not closed:
+            return
+        first = f"bare-{self.b.s.clients[0]}" if self.b.s.clients else "bare"
+        self.add(
+            "## Ratio summary (req/s)",
+            "",
+            "Throughput ratios: 1.00 = as fast as the reference; router/direct is the share of "
+            "the upstream's own rate the router keeps, router/nginx-proxy compares with a "
+            f"C proxy on the same core, {first}/nginx-proxy is the floor for any Python "
+            "forwarder.",
+            "",
+            f"| scenario | router/direct | router/nginx-proxy | {first}/nginx-proxy | "
+            f"router/{first} |",
+            "|---|---:|---:|---:|---:|",
+        )
+        for sc in closed:
+            cells = [
+                self.ratio_cells(sc.name, a, b)[0]
+                for a, b in (
+                    ("router", "direct"),
+                    ("router", "nginx-proxy"),
+                    (first, "nginx-proxy"),
+                    ("router", first),
+                )
+            ]
+            self.add(f"| {sc.name} | " + " | ".join(cells) + " |")
+        self.add("")
+
+    def clients(self) -> None:
+        clients = self.b.s.clients
+        if len(clients) < 2:
+            return
+        base = clients[0]
+        self.add(
+            "## HTTP client comparison (bare forwarder)",
+            "",
+            "The same raw ASGI forwarder with each async client (one shared pool of up to 512 "
+            "connections). req/s and p99 ms per closed-loop scenario; ratios relative to "
+            f"{base}.",
+            "",
+            "| scenario | "
+            + " | ".join(f"{c} req/s" for c in clients)
+            + " | "
+            + " | ".join(f"{c}/{base}" for c in clients[1:])
+            + " | "
+            + " | ".join(f"{c} p99" for c in clients)
+            + " |",
+            "|---|" + "---:|" * (3 * len(clients) - 1),
+        )
+        for sc in SCENARIOS:
+            if sc.name not in self.b.results or sc.kind == "fallback":
+                continue
+            rows = [self.row(sc.name, f"bare-{c}") for c in clients]
+            rps = [f"{r.rps:,.0f}" if r else "n/a" for r in rows]
+            rel = [ratio(r.rps, rows[0].rps) if r and rows[0] else "n/a" for r in rows[1:]]
+            p99 = [ms(r.p99) if r else "n/a" for r in rows]
+            self.add(f"| {sc.name} | " + " | ".join(rps + rel + p99) + " |")
+        mem = {e["process"]: e for e in self.b.memory}
+        peaks = []
+        for c in clients:
+            after = mem.get(f"bare-{c}", {}).get("after")
+            peaks.append(f"{c} {after['VmHWM'] / 1024:.1f} MiB" if after else f"{c} n/a")
+        self.add("", "Peak RSS after all scenarios: " + ", ".join(peaks) + ".", "")
+
+
+# --------------------------------------------------------------------------- main
+
+
+def parse_args(argv: list[str]) -> Settings:
+    names = [sc.name for sc in SCENARIOS] + list(EXTRA_STEPS)
+    p = argparse.ArgumentParser(prog="bash bench/run.sh", description=__doc__.split("\n\n")[0])
+    p.add_argument("--quick", action="store_true", help="3 s per scenario smoke run")
+    p.add_argument(
+        "--only",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help=f"run only these steps (repeat or comma-separate): {', '.join(names)}",
+    )
+    p.add_argument("--duration", type=int, help="measured seconds per row (default 10, quick 3)")
+    p.add_argument("--warmup", type=int, help="warm-up seconds per row (default 2, quick 1)")
+    p.add_argument("--rate", type=float, default=200.0, help="open-loop req/s (default 200)")
+    p.add_argument("--open-duration", type=float, help="open-loop seconds (default 15, quick 3)")
+    p.add_argument(
+        "--clients",
+        default=",".join(CLIENTS),
+        help="bare forwarder clients, comma-separated (default aiohttp,httpx,httpx2)",
+    )
+    p.add_argument("--sut-cpu", type=int, default=0)
+    p.add_argument("--load-cpu", type=int, default=1)
+    p.add_argument("--port-base", type=int, default=18080)
+    p.add_argument("--report", type=Path, help="markdown output (default: see README)")
+    a = p.parse_args(argv)
+    only = tuple(n.strip() for item in a.only for n in item.split(",") if n.strip())
+    unknown = [n for n in only if n not in names]
+    if unknown:
+        p.error(f"unknown --only {unknown}; choose from {names}")
+    clients = tuple(c for c in a.clients.split(",") if c)
+    bad = [c for c in clients if c not in CLIENTS]
+    if bad:
+        p.error(f"unknown client {bad}; choose from {CLIENTS}")
+    available = tuple(c for c in clients if pkg_version(c) != "not installed")
+    ncpu = os.cpu_count() or 1
+    sut, load = a.sut_cpu, a.load_cpu
+    if ncpu < 2 and sut != load:
+        print("warning: fewer than 2 CPUs; everything shares CPU 0", file=sys.stderr)
+        sut = load = 0
+    return Settings(
+        duration=a.duration or (3 if a.quick else 10),
+        warmup=a.warmup if a.warmup is not None else (1 if a.quick else 2),
+        open_rate=a.rate,
+        open_duration=a.open_duration or (3.0 if a.quick else 15.0),
+        open_warmup=1.0 if a.quick else 2.0,
+        startup_runs=3 if a.quick else 5,
+        sut_cpu=sut,
+        load_cpu=load,
+        port_base=a.port_base,
+        clients=available,
+        only=only,
+        quick=a.quick,
+        report=a.report,
+    )
+
+
+def report_path(s: Settings, run_dir: Path) -> Path:
+    if s.report is not None:
+        return s.report.resolve()
+    full = not s.quick and not s.only and s.duration >= 10
+    return DEFAULT_REPORT if full else run_dir / "RESULTS.md"
+
+
+@contextlib.contextmanager
+def terminate_on_sigterm() -> Iterator[None]:
+    def handler(signum: int, frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    old = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    settings = parse_args(argv)
+    for tool in ("wrk", "taskset"):
+        if shutil.which(tool) is None:
+            print(f"{tool} not found: run through bash bench/run.sh", file=sys.stderr)
+            return 2
+    stamp = time.strftime("%Y%m%d-%H%M%S") + ("-quick" if settings.quick else "")
+    run_dir = BENCH / "results" / stamp
+    (run_dir / "logs").mkdir(parents=True, exist_ok=True)
+    bench = Bench(settings, argv, run_dir, report_path(settings, run_dir))
+    t0 = time.perf_counter()
+    with terminate_on_sigterm():
+        try:
+            bench.run()
+        finally:
+            bench.stop_all()
+    bench.write()
+    bench.log(f"done in {time.perf_counter() - t0:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
