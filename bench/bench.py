@@ -262,7 +262,8 @@ def memory_kib(pid: int) -> dict[str, int]:
 
 def http_call(
     port: int, method: str, path: str, body: bytes | None = None, headers: tuple[str, ...] = ()
-) -> tuple[int, bytes]:
+) -> tuple[int, bytes, dict[str, str]]:
+    """One request on a fresh connection: (status, body, lower-cased response headers)."""
     conn = http.client.HTTPConnection(HOST, port, timeout=10)
     try:
         hdrs = {"Content-Type": "application/json"} if body is not None else {}
@@ -271,7 +272,8 @@ def http_call(
             hdrs[name.strip()] = value.strip()
         conn.request(method, path, body=body, headers=hdrs)
         resp = conn.getresponse()
-        return resp.status, resp.read()
+        data = resp.read()
+        return resp.status, data, {k.lower(): v for k, v in resp.getheaders()}
     finally:
         conn.close()
 
@@ -283,7 +285,7 @@ def wait_http(proc: Proc, port: int, path: str, timeout: float, want: int | None
         if not proc.alive():
             raise RuntimeError(f"{proc.name} exited with code {proc.popen.returncode}")
         with contextlib.suppress(OSError, http.client.HTTPException):
-            status, _ = http_call(port, "GET", path)
+            status, _, _ = http_call(port, "GET", path)
             if want is None or status == want:
                 return time.perf_counter() - proc.started
         time.sleep(0.005)
@@ -454,7 +456,8 @@ def nginx_version() -> str:
     nginx = shutil.which("nginx") or "/usr/sbin/nginx"
     with contextlib.suppress(OSError):
         out = subprocess.run([nginx, "-v"], capture_output=True, text=True, check=False)
-        return (out.stderr or out.stdout).strip().removeprefix("nginx version: ")
+        text = (out.stderr or out.stdout).strip()
+        return text.removeprefix("nginx version: ").removeprefix("nginx/")
     return "?"
 
 
@@ -700,10 +703,17 @@ class Bench:
         """Empty string when one request through this system gives a faithful answer."""
         body = self.body_file(scenario.family, scenario.stream).read_bytes()
         try:
-            status, data = http_call(port, "POST", path, body, scenario.family.headers)
+            status, data, hdrs = http_call(port, "POST", path, body, scenario.family.headers)
         except (OSError, http.client.HTTPException) as exc:
             return f"preflight request failed: {exc!r}"
-        snippet = data[:160].decode(errors="replace").replace("\n", " ").replace("|", "/")
+        framing = ", ".join(
+            f"{k}: {hdrs[k]}"
+            for k in ("content-type", "content-length", "transfer-encoding")
+            if k in hdrs
+        )
+        snippet = f"[{framing}; {len(data)} body bytes] " + data[:160].decode(
+            errors="replace"
+        ).replace("\n", " ").replace("|", "/")
         if status != 200:
             return f"preflight HTTP {status}: {snippet}"
         if scenario.stream:
@@ -759,6 +769,7 @@ class Bench:
         raw_dir = self.run_dir / "wrk"
         raw_dir.mkdir(exist_ok=True)
         hdrs = scenario.family.headers
+        first = self.hit_counts()
         if self.s.warmup > 0:
             _, text = self.wrk(url, scenario.connections, self.s.warmup, body, hdrs)
             (raw_dir / f"{scenario.name}--{system}--warmup.txt").write_text(text)
@@ -775,7 +786,11 @@ class Bench:
         row.errors = sum(
             summary[k] for k in ("connect_errors", "read_errors", "write_errors", "timeouts")
         )
-        row.extra = {"wrk": summary, "hits": {k: after[k] - before[k] for k in after}}
+        row.extra = {
+            "wrk": summary,
+            "hits": {k: after[k] - before[k] for k in after},
+            "hits_incl_warmup": {k: after[k] - first[k] for k in after},
+        }
         self.log(
             f"  {system:<13} {row.rps:>9,.0f} req/s  p50 {row.p50:7.2f} ms  p99 {row.p99:7.2f} ms"
             f"  non-2xx {row.non_2xx}  errors {row.errors}"
@@ -857,6 +872,8 @@ class Bench:
             hits = row.extra["hits"]
             done = max(row.requests, 1)
             self.fallback = {
+                "limited_hits_incl_warmup": row.extra["hits_incl_warmup"]["limited"],
+                "backup_hits_incl_warmup": row.extra["hits_incl_warmup"]["backup"],
                 "limited_hits": hits["limited"],
                 "backup_hits": hits["backup"],
                 "requests": row.requests,
@@ -1006,8 +1023,9 @@ class Report:
         b, s = self.b, self.b.s
         cmd = "bash bench/run.sh" + "".join(" " + shlex.quote(a) for a in b.argv)
         mem_total = "?"
-        with contextlib.suppress(OSError, IndexError):
-            mem_total = Path("/proc/meminfo").read_text().splitlines()[0].split(":")[1].strip()
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            kib = int(Path("/proc/meminfo").read_text().splitlines()[0].split()[1])
+            mem_total = f"{kib / 2**20:.1f} GiB"
         versions = [
             f"Python {platform.python_version()}",
             *(
@@ -1139,7 +1157,9 @@ class Report:
                 f"Rate-limited / healthy: req/s {ratio(r.rps, healthy.rps)}, "
                 f"p50 {ratio(r.p50, healthy.p50)}, p99 {ratio(r.p99, healthy.p99)}. "
                 f"({fb['limited_hits']:,} hits on /limited and {fb['backup_hits']:,} on /backup "
-                f"for {fb['requests']:,} completed requests.)",
+                f"for {fb['requests']:,} completed requests in the measured run; counting the "
+                f"warm-up too: {fb['limited_hits_incl_warmup']:,} on /limited, "
+                f"{fb['backup_hits_incl_warmup']:,} on /backup.)",
                 "",
             )
 

@@ -608,7 +608,6 @@ class _Exchange:
     count: int
     request_id: str = field(default_factory=lambda: "req_" + secrets.token_hex(12))
     closed_by_fake: bool = False
-    finished: bool = False
 
     @property
     def model(self) -> str:
@@ -940,25 +939,27 @@ class FakeUpstream:
             raise
         finally:
             self._inflight.discard(ex)
-            if ex.finished:
-                self._state.update(ex.handle, completed=True)
 
     def _client_gone(self, ex: _Exchange) -> None:
-        if not (ex.closed_by_fake or ex.finished or self._stopping):
-            self._state.update(ex.handle, disconnected_at=time.monotonic())
+        if not (ex.closed_by_fake or self._stopping):
+            self._state.update(ex.handle, disconnected_at=time.monotonic(), completed=False)
 
-    async def _finish(self, ex: _Exchange, response: web.StreamResponse) -> None:
-        """End ``response``, marking the exchange finished.
+    async def _finish(
+        self, ex: _Exchange, response: web.StreamResponse, tail: Sequence[bytes] = ()
+    ) -> None:
+        """Write the final ``tail`` events and end ``response``.
 
-        ``write_eof`` hands the last bytes to the transport before its first suspension point,
-        so a client that hangs up right after reading them (e.g. an SDK closing a stream after
-        an error event) is not mistaken for one that left early.
+        ``completed`` is recorded *before* the last bytes are handed to the transport (with no
+        suspension point in between unless the client stops reading), so a test that has seen
+        the end of a response always sees ``completed=True``. It is reverted if the client
+        turns out to be gone.
         """
-        ex.finished = True
+        self._state.update(ex.handle, completed=True)
         try:
+            for event in tail:
+                await response.write(event)
             await response.write_eof()
         except ConnectionError:
-            ex.finished = False
             self._client_gone(ex)
 
     async def _pause(self, ex: _Exchange, seconds: float) -> bool:
@@ -1099,11 +1100,12 @@ class FakeUpstream:
             if spec.error_at != 0:
                 for event in events.opening():
                     await response.write(event)
+            tail: list[bytes] = []
             for k in range(len(pieces) + 1):
                 if spec.malformed_at == k:
                     await response.write(events.malformed())
                 if spec.error_at == k:
-                    await response.write(events.error(spec.error_type, spec.error_message))
+                    tail.append(events.error(spec.error_type, spec.error_message))
                     break
                 if spec.cut_after == k:
                     self._close(ex)
@@ -1112,19 +1114,20 @@ class FakeUpstream:
                     await self._pause(ex, _FOREVER)
                     return response
                 if k == len(pieces):
-                    for event in events.closing(spec.omit_done):
-                        await response.write(event)
+                    tail.extend(events.closing(spec.omit_done))
                     break
                 if k and spec.interval and await self._pause(ex, spec.interval):
                     return response
                 await response.write(events.content(pieces[k]))
             if spec.keep_open:
+                for event in tail:
+                    await response.write(event)
                 await self._pause(ex, _FOREVER)
                 return response
         except ConnectionError:
             self._client_gone(ex)
             return response
-        await self._finish(ex, response)
+        await self._finish(ex, response, tail)
         return response
 
     # ----- control API

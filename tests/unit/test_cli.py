@@ -1,0 +1,143 @@
+"""The CLI: arguments, config loading and its one-line errors, with the server patched."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from llm_api_router import cli
+
+
+@pytest.fixture
+def served(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
+    calls: list[dict[str, Any]] = []
+    monkeypatch.setattr(cli.uvicorn, "run", lambda app, **kw: calls.append({"app": app, **kw}))
+    monkeypatch.delenv(cli.CONFIG_ENV, raising=False)
+    return calls
+
+
+@pytest.fixture
+def in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.chdir(tmp_path)
+    for name in ("OPENAI_API_KEY", "ANTHROPIC_API_KEY", "OPENAI_BASE_URL", "LLM_ROUTER_API_KEYS"):
+        monkeypatch.delenv(name, raising=False)
+    return tmp_path
+
+
+def write(path: Path, data: Any) -> Path:
+    path.write_text(json.dumps(data))
+    return path
+
+
+def test_defaults(served: list[dict[str, Any]], in_tmp: Path) -> None:
+    assert cli.main([]) == cli.EXIT_OK
+    (call,) = served
+    assert call["host"] == "127.0.0.1"
+    assert call["port"] == 8000
+    assert call["reload"] is False
+    assert call["factory"] is True
+    assert call["app"] == "llm_api_router.cli:app_from_environment"
+
+
+def test_host_port_reload(served: list[dict[str, Any]], in_tmp: Path) -> None:
+    write(in_tmp / "c.json", {"openai": [{"api_key": "k"}], "auth": {"api_keys": ["r"]}})
+    assert cli.main(["--host", "0.0.0.0", "--port", "8080", "--reload", "--config", "c.json"]) == 0
+    (call,) = served
+    assert (call["host"], call["port"], call["reload"]) == ("0.0.0.0", 8080, True)
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        ("{not json", "invalid JSON at line 1"),
+        ('{"openai": [{"api_key": "k", "timeout": -1}]}', "openai[0].timeout: must be greater"),
+        ('{"openai": [{"priority": 1}]}', "openai[0].api_key: is required"),
+        ('{"openai": [{"api_key": "k", "typo": 1}]}', "openai[0].typo: unknown key"),
+        ('{"openai": [{"api_key": "k", "max_retries": "x"}]}', "openai[0].max_retries"),
+    ],
+)
+def test_bad_config_exits_with_one_clear_line(
+    served: list[dict[str, Any]],
+    in_tmp: Path,
+    capsys: pytest.CaptureFixture[str],
+    content: str,
+    expected: str,
+) -> None:
+    (in_tmp / "bad.json").write_text(content)
+    assert cli.main(["--config", "bad.json"]) == cli.EXIT_CONFIG_ERROR
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1
+    assert "bad.json" in err[0]
+    assert expected in err[0]
+    assert served == []
+
+
+def test_missing_explicit_config_is_an_error(
+    served: list[dict[str, Any]], in_tmp: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert cli.main(["--config", "nope.json"]) == cli.EXIT_CONFIG_ERROR
+    assert "nope.json: file not found" in capsys.readouterr().err
+
+
+def test_default_config_file_is_used(
+    served: list[dict[str, Any]], in_tmp: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    write(in_tmp / "llm_router_config.json", {"openai": [{"api_key": "k", "name": "from-file"}]})
+    assert cli.main([]) == 0
+    assert "from-file (priority 1)" in capsys.readouterr().err
+
+
+def test_environment_fallback(
+    served: list[dict[str, Any]],
+    in_tmp: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-env-secret")
+    assert cli.main([]) == 0
+    err = capsys.readouterr().err
+    assert "openai providers: openai (priority 1)" in err
+    assert "anthropic providers: none" in err
+    assert "sk-env-secret" not in err
+
+
+def test_non_loopback_without_router_keys_warns(
+    served: list[dict[str, Any]], in_tmp: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert cli.main(["--host", "0.0.0.0"]) == 0
+    assert "WARNING" in capsys.readouterr().err
+    assert cli.main(["--host", "127.0.0.1"]) == 0
+    assert cli.main(["--host", "localhost"]) == 0
+    assert "WARNING" not in capsys.readouterr().err
+
+
+def test_router_keys_silence_the_warning(
+    served: list[dict[str, Any]],
+    in_tmp: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setenv("LLM_ROUTER_API_KEYS", "rk-1")
+    assert cli.main(["--host", "0.0.0.0"]) == 0
+    assert "WARNING" not in capsys.readouterr().err
+
+
+def test_app_factory_uses_the_validated_path(
+    served: list[dict[str, Any]], in_tmp: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = write(in_tmp / "c.json", {"anthropic": [{"api_key": "k", "name": "x"}]})
+    assert cli.main(["--config", str(path)]) == 0
+    monkeypatch.chdir("/")
+    app = cli.app_from_environment()
+    assert app.title == "LLM API Router"
+
+
+def test_version_and_help(capsys: pytest.CaptureFixture[str]) -> None:
+    for flag in ("--version", "--help"):
+        with pytest.raises(SystemExit) as caught:
+            cli.main([flag])
+        assert caught.value.code == 0
+    assert "--config" in capsys.readouterr().out
