@@ -153,7 +153,6 @@ SCENARIOS = (
     ),
 )
 EXTRA_STEPS = ("startup",)
-GROUPS = ("healthy", "stream", "limited")
 
 
 @dataclass
@@ -505,10 +504,9 @@ class Bench:
         self.run_dir = run_dir
         self.report = report
         self.procs: list[Proc] = []
-        self.bare: dict[str, Proc] = {}
         self.results: dict[str, dict[str, Row]] = {}
         self.open_results: dict[str, Row] = {}
-        self.memory: list[dict[str, Any]] = []
+        self.memory: dict[str, dict[str, dict[str, Any]]] = {}
         self.startup: dict[str, Any] = {}
         self.fallback: dict[str, Any] = {}
         self.router_status: dict[str, str] = {}
@@ -601,25 +599,6 @@ class Bench:
             pid_file = ndir / f"{name}.pid"
             if pid_file.exists() and int(pid_file.read_text().split()[0]) != proc.pid:
                 raise RuntimeError(f"nginx {name}: pid file does not match the spawned pid")
-        for client in self.s.clients:
-            name = f"bare-{client}"
-            proc = self.spawn(
-                name,
-                [
-                    self.python,
-                    str(BENCH / "bare_forwarder.py"),
-                    "--client",
-                    client,
-                    "--port",
-                    str(self.s.port(name)),
-                    "--upstream",
-                    f"http://{HOST}:{self.s.port('upstream')}",
-                ],
-                self.s.sut_cpu,
-            )
-            wait_http(proc, self.s.port(name), "/health", 30)
-            self.bare[client] = proc
-            self.memory.append({"process": name, "idle": memory_kib(proc.pid)})
 
     def router_config(self, group: str) -> Path:
         up = self.s.port("upstream")
@@ -664,38 +643,48 @@ class Bench:
     def router_env(self) -> dict[str, str]:
         return {**os.environ, "LLM_ROUTER_BENCH": "1", "PYTHONUNBUFFERED": "1"}
 
-    def start_router(self, group: str) -> Proc | None:
-        if not (REPO / "main.py").exists():
-            self.router_status[group] = "main.py does not exist yet"
-            return None
-        proc = self.spawn(
-            f"router-{group}",
-            self.router_argv(self.router_config(group)),
-            self.s.sut_cpu,
-            self.router_env(),
-        )
-        try:
-            wait_http(proc, self.s.port("router"), "/health", 30)
-        except RuntimeError as exc:
-            tail = proc.log_tail(8)
-            self.stop(proc)
-            self.router_status[group] = f"failed to start: {exc}" + (
-                f"; log tail: {tail}" if tail else ""
-            )
-            self.log(f"router ({group}) {self.router_status[group]}")
-            return None
-        self.router_status[group] = "ok"
-        self.memory.append({"process": f"router ({group} config)", "idle": memory_kib(proc.pid)})
-        return proc
+    def bare_argv(self, client: str, port: int) -> list[str]:
+        upstream = f"http://{HOST}:{self.s.port('upstream')}"
+        script = str(BENCH / "bare_forwarder.py")
+        return [
+            self.python,
+            script,
+            "--client",
+            client,
+            "--port",
+            str(port),
+            "--upstream",
+            upstream,
+        ]
 
-    def finish_router(self, proc: Proc | None, group: str) -> None:
-        if proc is None:
-            return
-        for entry in self.memory:
-            if entry["process"] == f"router ({group} config)":
-                entry["after"] = memory_kib(proc.pid)
-                entry["alive"] = proc.alive()
-        self.stop(proc)
+    def start_sut(self, scenario: Scenario, system: str) -> tuple[Proc | None, str]:
+        """A fresh process of a Python system under test, or (None, why it is not run)."""
+        name = f"{system}-{scenario.name}"
+        if system.startswith("bare-"):
+            argv = self.bare_argv(system.removeprefix("bare-"), self.s.port(system))
+            proc = self.spawn(name, argv, self.s.sut_cpu)
+        else:
+            group = scenario.group
+            if self.router_status.get(group, "ok") != "ok":
+                return None, self.router_status[group]
+            if not (REPO / "main.py").exists():
+                self.router_status[group] = "main.py does not exist yet"
+                return None, self.router_status[group]
+            argv = self.router_argv(self.router_config(group))
+            proc = self.spawn(name, argv, self.s.sut_cpu, self.router_env())
+        try:
+            wait_http(proc, self.s.port(system), "/health", 30)
+        except RuntimeError as exc:
+            tail = proc.log_tail(8).replace("\n", " / ").replace("|", "/")
+            self.stop(proc)
+            reason = f"failed to start: {exc}" + (f"; log tail: {tail}" if tail else "")
+            if system == "router":
+                self.router_status[scenario.group] = reason
+            self.log(f"  {system}: {reason}")
+            return None, reason
+        if system == "router":
+            self.router_status[scenario.group] = "ok"
+        return proc, ""
 
     # ---- measurements
 
@@ -711,9 +700,8 @@ class Bench:
             for k in ("content-type", "content-length", "transfer-encoding")
             if k in hdrs
         )
-        snippet = f"[{framing}; {len(data)} body bytes] " + data[:160].decode(
-            errors="replace"
-        ).replace("\n", " ").replace("|", "/")
+        text = data[:160].decode(errors="replace").replace("\n", " ").replace("|", "/")
+        snippet = f"[{framing}; {len(data)} body bytes] {text}".strip()
         if status != 200:
             return f"preflight HTTP {status}: {snippet}"
         if scenario.stream:
@@ -769,7 +757,6 @@ class Bench:
         raw_dir = self.run_dir / "wrk"
         raw_dir.mkdir(exist_ok=True)
         hdrs = scenario.family.headers
-        first = self.hit_counts()
         if self.s.warmup > 0:
             _, text = self.wrk(url, scenario.connections, self.s.warmup, body, hdrs)
             (raw_dir / f"{scenario.name}--{system}--warmup.txt").write_text(text)
@@ -789,7 +776,6 @@ class Bench:
         row.extra = {
             "wrk": summary,
             "hits": {k: after[k] - before[k] for k in after},
-            "hits_incl_warmup": {k: after[k] - first[k] for k in after},
         }
         self.log(
             f"  {system:<13} {row.rps:>9,.0f} req/s  p50 {row.p50:7.2f} ms  p99 {row.p99:7.2f} ms"
@@ -854,26 +840,40 @@ class Bench:
                 counts[name] = 0
         return counts
 
-    def run_scenario(self, scenario: Scenario, router: Proc | None) -> None:
+    def run_scenario(self, scenario: Scenario) -> None:
         self.log(f"scenario {scenario.name}: {scenario.title}")
         rows: dict[str, Row] = {}
         systems = ["router"] if scenario.kind == "fallback" else self.closed_systems()
+        measure = self.open_loop if scenario.kind == "open" else self.closed_loop
         for system in systems:
-            if system == "router" and router is None:
-                rows[system] = Row(system, NOT_RUN, self.router_status.get(scenario.group, ""))
+            if system in ("direct", "nginx-proxy"):
+                rows[system] = measure(scenario, system)
                 continue
-            if scenario.kind == "open":
-                rows[system] = self.open_loop(scenario, system)
-            else:
-                rows[system] = self.closed_loop(scenario, system)
+            first_hits = self.hit_counts()
+            proc, reason = self.start_sut(scenario, system)
+            if proc is None:
+                rows[system] = Row(system, NOT_RUN, reason)
+                continue
+            try:
+                idle = memory_kib(proc.pid)
+                rows[system] = measure(scenario, system)
+                after = memory_kib(proc.pid)
+                if not proc.alive():
+                    rows[system].reason = f"exited during the run (code {proc.popen.returncode})"
+                self.memory.setdefault(scenario.name, {})[system] = {"idle": idle, "after": after}
+                rows[system].extra["hits_since_start"] = {
+                    k: v - first_hits[k] for k, v in self.hit_counts().items()
+                }
+            finally:
+                self.stop(proc)
         self.results[scenario.name] = rows
         if scenario.kind == "fallback" and rows["router"].ok:
             row = rows["router"]
             hits = row.extra["hits"]
             done = max(row.requests, 1)
             self.fallback = {
-                "limited_hits_incl_warmup": row.extra["hits_incl_warmup"]["limited"],
-                "backup_hits_incl_warmup": row.extra["hits_incl_warmup"]["backup"],
+                "limited_hits_incl_warmup": row.extra["hits_since_start"]["limited"],
+                "backup_hits_incl_warmup": row.extra["hits_since_start"]["backup"],
                 "limited_hits": hits["limited"],
                 "backup_hits": hits["backup"],
                 "requests": row.requests,
@@ -894,18 +894,7 @@ class Bench:
             self.startup["router"] = {"status": NOT_RUN, "reason": "main.py does not exist yet"}
         for client in self.s.clients[:1]:
             name = f"bare-{client}"
-            port = self.s.port(name) + 50
-            argv = [
-                self.python,
-                str(BENCH / "bare_forwarder.py"),
-                "--client",
-                client,
-                "--port",
-                str(port),
-                "--upstream",
-                f"http://{HOST}:{self.s.port('upstream')}",
-            ]
-            cases.append((name, argv, None, port))
+            cases.append((name, self.bare_argv(client, self.s.port(name)), None, self.s.port(name)))
         for name, argv, env, port in cases:
             times: list[float] = []
             problem = ""
@@ -933,21 +922,9 @@ class Bench:
 
     def run(self) -> None:
         self.start_infra()
-        for group in GROUPS:
-            scenarios = [sc for sc in SCENARIOS if sc.group == group and self.s.wants(sc.name)]
-            if not scenarios:
-                continue
-            router = self.start_router(group)
-            try:
-                for scenario in scenarios:
-                    self.run_scenario(scenario, router)
-            finally:
-                self.finish_router(router, group)
-        for entry in self.memory:
-            for client, proc in self.bare.items():
-                if entry["process"] == f"bare-{client}":
-                    entry["after"] = memory_kib(proc.pid)
-                    entry["alive"] = proc.alive()
+        for scenario in SCENARIOS:
+            if self.s.wants(scenario.name):
+                self.run_scenario(scenario)
         if self.s.wants("startup"):
             self.measure_startup()
 
@@ -1094,16 +1071,18 @@ class Report:
             f"Open loop: `bench/openloop.py` (aiohttp, CPU {s.load_cpu}) sends request *i* at "
             f"start + i/rate for {s.open_duration:g} s (after {s.open_warmup:g} s warm-up); "
             "latency is measured from the scheduled send time, so queueing is not hidden "
-            "(no coordinated omission). *Added* = this system minus direct at the same percentile.",
+            "(no coordinated omission). *Added* = this system minus direct at the same "
+            "percentile. *Service p99* is measured from the actual send instead; *gen. lag p99* "
+            "is how late the generator itself sent (part of every row, direct included).",
             "",
             "| system | achieved req/s | ok | non-2xx | errors | p50 | p90 | p99 | p99.9 | "
-            "added p50 | added p90 | added p99 |",
-            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+            "added p50 | added p90 | added p99 | service p99 | gen. lag p99 |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
         )
         direct = rows.get("direct")
         for system, r in rows.items():
             if not r.ok:
-                self.add(f"| {system} | {r.status}: {r.reason} |" + " |" * 10)
+                self.add(f"| {system} | {r.status}: {r.reason} |" + " |" * 12)
                 continue
             added = ["n/a"] * 3
             if direct is not None and direct.ok:
@@ -1115,7 +1094,7 @@ class Report:
                 f"| {system} | {r.rps:.1f} | {r.requests:,} | {r.non_2xx} | {r.errors} | "
                 f"{ms(r.p50)} | {ms(r.p90)} | {ms(r.p99)} | {ms(r.p999)} | "
                 + " | ".join(added)
-                + " |"
+                + f" | {ms(r.extra['service_ms']['p99'])} | {ms(r.extra['send_lag_ms']['p99'])} |"
             )
         self.add("")
 
@@ -1163,27 +1142,47 @@ class Report:
                 "",
             )
 
+    def peak_mib(self, system: str) -> float | None:
+        peaks = [
+            per[system]["after"]["VmHWM"] / 1024 for per in self.b.memory.values() if system in per
+        ]
+        return max(peaks) if peaks else None
+
     def memory(self) -> None:
-        if not self.b.memory:
+        mem = self.b.memory
+        if not mem:
             return
+        systems = [f"bare-{c}" for c in self.b.s.clients] + ["router"]
         self.add(
             "## Memory",
             "",
-            "VmRSS right after start-up and VmHWM (peak RSS) / VmRSS after that process's load "
-            "scenarios, from `/proc/PID/status` (summed over child processes, if any).",
+            "Each Python system under test is a fresh process per scenario. Cells: RSS right "
+            "after start-up → peak RSS (VmHWM) at the end of the scenario's load, in MiB, from "
+            "`/proc/PID/status` (summed over child processes, if any).",
             "",
-            "| process | RSS idle (MiB) | peak RSS after load (MiB) | RSS after load (MiB) |",
-            "|---|---:|---:|---:|",
+            "| scenario | " + " | ".join(systems) + " |",
+            "|---|" + "---:|" * len(systems),
         )
-        for e in self.b.memory:
-            after = e.get("after", {})
-            hwm = f"{after['VmHWM'] / 1024:.1f}" if after else "n/a"
-            rss = f"{after['VmRSS'] / 1024:.1f}" if after else "n/a"
-            self.add(f"| {e['process']} | {e['idle']['VmRSS'] / 1024:.1f} | {hwm} | {rss} |")
-        routers = [r for g, r in self.b.router_status.items() if r != "ok"]
-        if routers or not self.b.router_status:
-            self.add("", "Router: " + (routers[0] if routers else NOT_RUN) + ".")
-        self.add("")
+        for sc in SCENARIOS:
+            if sc.name not in mem:
+                continue
+            cells = []
+            for system in systems:
+                e = mem[sc.name].get(system)
+                cells.append(
+                    f"{e['idle']['VmRSS'] / 1024:.1f} → {e['after']['VmHWM'] / 1024:.1f}"
+                    if e
+                    else "—"
+                )
+            self.add(f"| {sc.name} | " + " | ".join(cells) + " |")
+        peaks = [(sys_, self.peak_mib(sys_)) for sys_ in systems]
+        self.add(
+            "",
+            "Peak RSS over all scenarios: "
+            + ", ".join(f"{n} {p:.1f} MiB" if p else f"{n} not run" for n, p in peaks)
+            + ".",
+            "",
+        )
 
     def startup(self) -> None:
         if not self.b.startup:
@@ -1265,12 +1264,14 @@ class Report:
             rel = [ratio(r.rps, rows[0].rps) if r and rows[0] else "n/a" for r in rows[1:]]
             p99 = [ms(r.p99) if r else "n/a" for r in rows]
             self.add(f"| {sc.name} | " + " | ".join(rps + rel + p99) + " |")
-        mem = {e["process"]: e for e in self.b.memory}
-        peaks = []
-        for c in clients:
-            after = mem.get(f"bare-{c}", {}).get("after")
-            peaks.append(f"{c} {after['VmHWM'] / 1024:.1f} MiB" if after else f"{c} n/a")
-        self.add("", "Peak RSS after all scenarios: " + ", ".join(peaks) + ".", "")
+        peaks = [(c, self.peak_mib(f"bare-{c}")) for c in clients]
+        self.add(
+            "",
+            "Peak RSS (max over scenarios): "
+            + ", ".join(f"{c} {p:.1f} MiB" if p else f"{c} n/a" for c, p in peaks)
+            + ".",
+            "",
+        )
 
 
 # --------------------------------------------------------------------------- main

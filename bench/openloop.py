@@ -18,6 +18,7 @@ import asyncio
 import json
 import math
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -58,8 +59,7 @@ class OpenLoop:
         self.timeout = timeout
 
     async def one(self, session: aiohttp.ClientSession, scheduled: float) -> Sample:
-        loop = asyncio.get_running_loop()
-        sent = loop.time()
+        sent = time.perf_counter()
         status = 0
         complete = False
         try:
@@ -69,22 +69,21 @@ class OpenLoop:
                 complete = True
         except (aiohttp.ClientError, TimeoutError):
             pass
-        end = loop.time()
+        end = time.perf_counter()
         return Sample(end - scheduled, end - sent, sent - scheduled, status, complete)
 
     async def phase(self, session: aiohttp.ClientSession, rate: float, seconds: float) -> Any:
-        loop = asyncio.get_running_loop()
         count = int(rate * seconds)
-        start = loop.time() + 0.01
+        start = time.perf_counter() + 0.01
         tasks: list[asyncio.Task[Sample]] = []
         for i in range(count):
             due = start + i / rate
-            delay = due - loop.time()
+            delay = due - time.perf_counter()
             if delay > 0:
                 await asyncio.sleep(delay)
             tasks.append(asyncio.create_task(self.one(session, due)))
         samples = await asyncio.gather(*tasks)
-        return samples, loop.time() - start
+        return samples, time.perf_counter() - start
 
     async def run(self, rate: float, duration: float, warmup: float) -> dict[str, Any]:
         connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=120)

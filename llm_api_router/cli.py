@@ -11,6 +11,7 @@ import argparse
 import importlib.util
 import ipaddress
 import logging
+import logging.config
 import os
 import sys
 from collections.abc import Sequence
@@ -20,8 +21,9 @@ import uvicorn
 from fastapi import FastAPI
 
 from llm_api_router._version import __version__
-from llm_api_router.config import DEFAULT_CONFIG_PATH, FAMILIES, RouterConfig
+from llm_api_router.config import DEFAULT_CONFIG_PATH, RouterConfig
 from llm_api_router.errors import ConfigError
+from llm_api_router.logs import Redactor, install_redaction, logging_config
 from llm_api_router.server import create_app
 
 __all__ = [
@@ -68,6 +70,12 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["critical", "error", "warning", "info", "debug"],
         help="log level (default info)",
     )
+    parser.add_argument(
+        "--log-format",
+        default="text",
+        choices=["text", "json"],
+        help="text for people, json for log pipelines: one object per line (default text)",
+    )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     return parser
 
@@ -76,10 +84,8 @@ def load_config(path: str | None, environ: dict[str, str] | None = None) -> Rout
     """The config at ``path``; without a path, ./llm_router_config.json or the environment."""
     env = dict(os.environ) if environ is None else environ
     if path is None and not Path(DEFAULT_CONFIG_PATH).exists():
-        config = RouterConfig.from_env(env)
-    else:
-        config = RouterConfig.from_file(path or DEFAULT_CONFIG_PATH, environ=env)
-    return config.with_router_keys_from_env(env)
+        return RouterConfig.from_env(env)
+    return RouterConfig.from_file(path or DEFAULT_CONFIG_PATH, environ=env)
 
 
 def app_from_environment() -> FastAPI:
@@ -94,7 +100,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"llm-api-router: invalid configuration: {exc}", file=sys.stderr)
         return EXIT_CONFIG_ERROR
-    _print_startup(config, args.host, args.port)
+    log_config = logging_config(args.log_format, args.log_level)
+    logging.config.dictConfig(log_config)
+    install_redaction(Redactor(config.secrets()))
+    if not config.auth.api_keys and not _is_loopback(args.host):
+        logger.warning(
+            "listening on %s without router keys: anyone who can reach this port can spend "
+            "your provider credit. Set auth.api_keys in the config or LLM_ROUTER_API_KEYS.",
+            args.host,
+        )
     if args.config is not None:
         os.environ[CONFIG_ENV] = str(Path(args.config).resolve())
     uvicorn.run(
@@ -104,26 +118,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         port=args.port,
         reload=args.reload,
         log_level=args.log_level,
+        log_config=log_config,
         access_log=False,
         loop="uvloop" if importlib.util.find_spec("uvloop") else "asyncio",
         http="httptools" if importlib.util.find_spec("httptools") else "h11",
         server_header=False,
     )
     return EXIT_OK
-
-
-def _print_startup(config: RouterConfig, host: str, port: int) -> None:
-    for family in FAMILIES:
-        providers = config.providers(family)
-        listed = ", ".join(f"{p.name} (priority {p.priority})" for p in providers) or "none"
-        print(f"llm-api-router: {family} providers: {listed}", file=sys.stderr)
-    if not config.auth.api_keys and not _is_loopback(host):
-        print(
-            f"llm-api-router: WARNING: listening on {host} without router keys: anyone who "
-            "can reach this port can spend your provider credit. Set auth.api_keys in the "
-            "config or LLM_ROUTER_API_KEYS.",
-            file=sys.stderr,
-        )
 
 
 def _is_loopback(host: str) -> bool:

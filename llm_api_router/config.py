@@ -215,15 +215,19 @@ class RouterConfig(BaseModel):
         source: str = "config",
         environ: Mapping[str, str] | None = None,
     ) -> RouterConfig:
-        """Validate a config mapping; ``${VAR}`` is replaced from ``environ`` (os.environ)."""
+        """Validate a config mapping; ``${VAR}`` is replaced from ``environ`` (os.environ).
+
+        Router keys in ``LLM_ROUTER_API_KEYS`` (comma-separated) are added to ``auth``.
+        """
         env = os.environ if environ is None else environ
         if not isinstance(data, Mapping):
             raise ConfigError(source, None, "the config must be a JSON object")
         prepared = _prepare(data, env, source)
         try:
-            return cls.model_validate(prepared)
+            config = cls.model_validate(prepared)
         except ValidationError as exc:
             raise _config_error(source, exc) from None
+        return config.with_router_keys_from_env(env)
 
     @classmethod
     def from_file(

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -20,17 +20,14 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
 from llm_api_router._version import __version__
-from llm_api_router.config import FAMILIES, Family, RouterConfig
-from llm_api_router.dispatch import Dispatcher, Reply
-from llm_api_router.errors import (
-    AllProvidersFailed,
-    ClientRequestError,
-    NoProviderError,
-    RouterError,
-)
+from llm_api_router.auth import RouterKeys
+from llm_api_router.config import FAMILIES, Family, ProviderConfig, RouterConfig
+from llm_api_router.dispatch import Dispatcher
+from llm_api_router.endpoint import ChatEndpoint
 from llm_api_router.families import ApiFamily, family_for
-from llm_api_router.headers import forward_request_headers
-from llm_api_router.streaming import SSEResponse
+from llm_api_router.health import ProviderHealth
+from llm_api_router.logs import Redactor, install_redaction
+from llm_api_router.metrics import CONTENT_TYPE, RouterMetrics
 from llm_api_router.upstream import AiohttpTransport, Transport
 
 __all__ = ["ROUTES", "create_app"]
@@ -45,14 +42,14 @@ ROUTES: Mapping[Family, tuple[str, ...]] = {
     "anthropic": ("/anthropic/chat/completions", "/anthropic/v1/messages"),
 }
 
-_JSON_TYPES = ("application/json", "text/json")
-
 
 @dataclass(slots=True)
 class _Runtime:
-    """What the lifespan builds: one dispatcher per family over one shared transport."""
+    """What the lifespan builds: per family a dispatcher and its endpoint; the metrics."""
 
     dispatchers: dict[Family, Dispatcher]
+    endpoints: dict[Family, ChatEndpoint]
+    metrics: RouterMetrics
 
 
 def create_app(
@@ -71,24 +68,15 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        install_redaction(Redactor(config.secrets()))
         async with AsyncExitStack() as stack:
             upstream: Transport = (
                 transport
                 if transport is not None
                 else await stack.enter_async_context(AiohttpTransport())
             )
-            app.state.runtime = _Runtime(
-                {
-                    name: Dispatcher(
-                        family_for(name),
-                        config.providers(name),
-                        config.settings,
-                        upstream,
-                        clock=monotonic,
-                    )
-                    for name in FAMILIES
-                }
-            )
+            app.state.runtime = _build_runtime(config, upstream, monotonic)
+            _log_startup(config)
             yield
 
     app = FastAPI(
@@ -99,36 +87,57 @@ def create_app(
     )
     _add_info_routes(app, monotonic)
     for name in FAMILIES:
-        _add_chat_routes(app, family_for(name), config.settings.max_body_bytes)
+        _add_chat_routes(app, family_for(name))
     _add_error_handlers(app)
     return app
+
+
+def _build_runtime(config: RouterConfig, transport: Transport, clock: Clock) -> _Runtime:
+    dispatchers = {
+        name: Dispatcher(
+            family_for(name), config.providers(name), config.settings, transport, clock=clock
+        )
+        for name in FAMILIES
+    }
+
+    def provider_table() -> Iterator[tuple[str, ProviderConfig, ProviderHealth]]:
+        for name, dispatcher in dispatchers.items():
+            for provider, health in dispatcher.providers:
+                yield name, provider, health
+
+    metrics = RouterMetrics(provider_table, clock)
+    keys = RouterKeys(k.get_secret_value() for k in config.auth.api_keys)
+    endpoints = {
+        name: ChatEndpoint(
+            dispatcher.family, dispatcher, keys, metrics, config.settings.max_body_bytes
+        )
+        for name, dispatcher in dispatchers.items()
+    }
+    return _Runtime(dispatchers, endpoints, metrics)
+
+
+def _log_startup(config: RouterConfig) -> None:
+    for name in FAMILIES:
+        providers = config.providers(name)
+        listed = ", ".join(f"{p.name} (priority {p.priority})" for p in providers) or "none"
+        logger.info(
+            "%s providers: %s",
+            name,
+            listed,
+            extra={"family": name, "providers": [[p.name, p.priority] for p in providers]},
+        )
+    logger.info("router keys: %s", "required" if config.auth.api_keys else "not configured (open)")
 
 
 # -- chat routes ---------------------------------------------------------------------------
 
 
-def _add_chat_routes(app: FastAPI, family: ApiFamily, max_body: int) -> None:
+def _add_chat_routes(app: FastAPI, family: ApiFamily) -> None:
     name = family.name
 
     async def chat(request: Request) -> Response:
-        dispatcher: Dispatcher = request.app.state.runtime.dispatchers[name]
-        try:
-            body = await _read_body(request, max_body)
-            chat_request = family.parse_request(body)
-            headers = forward_request_headers(request.headers.raw, family.private_request_headers)
-            query = request.url.query
-            reply = await dispatcher.dispatch(chat_request, headers, f"?{query}" if query else "")
-        except RouterError as exc:
-            return _error_response(family, exc)
-        router_headers = {
-            **reply.headers,
-            "x-router-provider": reply.provider,
-            "x-router-attempts": str(len(reply.attempts)),
-        }
-        if isinstance(reply, Reply):
-            return Response(reply.body, status_code=reply.status, headers=router_headers)
-        router_headers["cache-control"] = "no-cache"
-        return SSEResponse(reply.relay, reply.status, router_headers)
+        endpoint: ChatEndpoint = request.app.state.runtime.endpoints[name]
+        return await endpoint.handle(request)
 
     schema = _request_schema(family)
     for path in ROUTES[name]:
@@ -147,65 +156,6 @@ def _add_chat_routes(app: FastAPI, family: ApiFamily, max_body: int) -> None:
             openapi_extra={"requestBody": {"required": True, "content": schema}},
             response_class=Response,
         )
-
-
-async def _read_body(request: Request, limit: int) -> bytes:
-    content_type = request.headers.get("content-type")
-    if content_type is not None:
-        media_type = content_type.split(";", 1)[0].strip().lower()
-        if media_type not in _JSON_TYPES and not media_type.endswith("+json"):
-            raise ClientRequestError(
-                415,
-                f"Unsupported content type '{media_type}'; send the body as application/json.",
-            )
-    encoding = request.headers.get("content-encoding", "identity").lower()
-    if encoding != "identity":
-        raise ClientRequestError(415, f"Unsupported content encoding '{encoding}'.")
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise _too_large(limit)
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise _too_large(limit)
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
-def _too_large(limit: int) -> ClientRequestError:
-    return ClientRequestError(
-        413,
-        f"The request body is larger than the limit of {limit} bytes.",
-        code="request_too_large",
-    )
-
-
-def _error_response(family: ApiFamily, exc: RouterError) -> Response:
-    """Render one of our errors in the family's native format."""
-    headers = {"x-router-attempts": "0"}
-    code: str | None = None
-    param: str | None = None
-    if isinstance(exc, ClientRequestError):
-        status, message, code, param = exc.status, exc.message, exc.code, exc.param
-        headers.update(exc.headers)
-    elif isinstance(exc, NoProviderError):
-        status, message, code = exc.status, exc.message, exc.code
-    elif isinstance(exc, AllProvidersFailed):
-        message = exc.message
-        headers["x-router-attempts"] = str(len(exc.attempts))
-        if exc.attempts:
-            headers["x-router-provider"] = exc.attempts[-1].provider
-        if exc.retry_after is not None:
-            status, code = 429, "all_providers_rate_limited"
-            headers["retry-after"] = str(int(exc.retry_after))
-        else:
-            status, code = 502, "all_providers_failed"
-    else:
-        status, message = 500, "The router failed to handle this request."
-    body = family.error_body(status, message, code=code, param=param)
-    return Response(body, status_code=status, headers=headers, media_type="application/json")
 
 
 def _request_schema(family: ApiFamily) -> dict[str, Any]:
@@ -247,6 +197,17 @@ def _add_info_routes(app: FastAPI, clock: Clock) -> None:
                 "docs": "/docs",
             },
         }
+
+    @app.get(
+        "/metrics",
+        tags=["router"],
+        summary="Prometheus metrics",
+        response_class=Response,
+        responses={200: {"content": {CONTENT_TYPE: {}}}},
+    )
+    async def metrics(request: Request) -> Response:
+        runtime: _Runtime = request.app.state.runtime
+        return Response(runtime.metrics.render(), media_type=CONTENT_TYPE)
 
     @app.get("/health", tags=["router"], summary="Liveness and every provider's state")
     async def health(request: Request) -> dict[str, Any]:

@@ -11,6 +11,7 @@ cancels it the moment the client disconnects.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncGenerator, Callable, Mapping
 
 import anyio
@@ -129,6 +130,12 @@ class StreamRelay:
                 break
         return b"".join(pieces)
 
+    def abort(self) -> None:
+        """Close the upstream now (idempotent); the stream ends as a client disconnect."""
+        self._response.close()
+        if self.outcome is None:
+            self._end(StreamOutcome.CLIENT_DISCONNECTED)
+
     def _complete(self) -> bytes:
         self._end(StreamOutcome.COMPLETE)
         return self._tracker.completion()
@@ -152,13 +159,29 @@ class StreamRelay:
 
 
 class SSEResponse(Response):
-    """Streams a relay over ASGI; a client disconnect cancels it at once."""
+    """Streams a relay over ASGI; a client disconnect cancels it at once.
+
+    ``on_done(first_byte_time, outcome)`` is called exactly once when the exchange is over,
+    with the ``time.perf_counter()`` of the first body byte sent (None if none was).
+    """
 
     media_type = "text/event-stream"
 
-    def __init__(self, relay: StreamRelay, status_code: int, headers: Mapping[str, str]) -> None:
-        super().__init__(content=None, status_code=status_code, headers=headers)
+    def __init__(
+        self,
+        relay: StreamRelay,
+        status_code: int,
+        headers: Mapping[str, str],
+        *,
+        on_done: Callable[[float | None, str], None],
+    ) -> None:
+        # Not Response.__init__: it would render an empty body with content-length: 0.
+        self.status_code = status_code
+        self.background = None
+        self.init_headers(headers)
         self._relay = relay
+        self._on_done = on_done
+        self._first_byte: float | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         body = self._relay.body()
@@ -171,19 +194,29 @@ class SSEResponse(Response):
                     group.cancel_scope.cancel()
 
                 group.start_soon(watch_disconnect)
-                await send(
-                    {
-                        "type": "http.response.start",
-                        "status": self.status_code,
-                        "headers": self.raw_headers,
-                    }
-                )
-                async for chunk in body:
-                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
-                await send({"type": "http.response.body", "body": b"", "more_body": False})
+                await self._send_all(body, send)
                 group.cancel_scope.cancel()
-        except OSError:
-            pass  # the client went away while we were writing
         finally:
             with anyio.CancelScope(shield=True):
                 await body.aclose()
+            self._relay.abort()
+            self._on_done(
+                self._first_byte, self._relay.outcome or StreamOutcome.CLIENT_DISCONNECTED
+            )
+
+    async def _send_all(self, body: AsyncGenerator[bytes, None], send: Send) -> None:
+        try:
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": self.status_code,
+                    "headers": self.raw_headers,
+                }
+            )
+            async for chunk in body:
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                if self._first_byte is None:
+                    self._first_byte = time.perf_counter()
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+        except OSError:
+            pass  # the client went away while we were writing

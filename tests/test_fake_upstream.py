@@ -338,7 +338,7 @@ def test_hang_records_client_disconnect(fake: FakeUpstreamThread, oai: openai.Op
     record = fake.wait_for_disconnect("p1", timeout=2.0)
     assert record is not None
     assert record.disconnected_at is not None
-    assert 0.2 < record.disconnected_at - record.received_at < 0.8
+    assert 0.2 < record.disconnected_at - record.received_at < 1.0
     assert not record.completed
 
 

@@ -15,6 +15,8 @@ from llm_api_router import cli
 def served(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
     calls: list[dict[str, Any]] = []
     monkeypatch.setattr(cli.uvicorn, "run", lambda app, **kw: calls.append({"app": app, **kw}))
+    # The real dictConfig would rewire this test process's logging for every later test.
+    monkeypatch.setattr(cli.logging.config, "dictConfig", lambda config: None)
     monkeypatch.delenv(cli.CONFIG_ENV, raising=False)
     return calls
 
@@ -82,47 +84,55 @@ def test_missing_explicit_config_is_an_error(
     assert "nope.json: file not found" in capsys.readouterr().err
 
 
-def test_default_config_file_is_used(
-    served: list[dict[str, Any]], in_tmp: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_default_config_file_is_used(in_tmp: Path) -> None:
     write(in_tmp / "llm_router_config.json", {"openai": [{"api_key": "k", "name": "from-file"}]})
-    assert cli.main([]) == 0
-    assert "from-file (priority 1)" in capsys.readouterr().err
+    assert cli.load_config(None).openai[0].name == "from-file"
 
 
-def test_environment_fallback(
-    served: list[dict[str, Any]],
-    in_tmp: Path,
-    monkeypatch: pytest.MonkeyPatch,
-    capsys: pytest.CaptureFixture[str],
-) -> None:
+def test_environment_fallback(in_tmp: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("OPENAI_API_KEY", "sk-env-secret")
-    assert cli.main([]) == 0
-    err = capsys.readouterr().err
-    assert "openai providers: openai (priority 1)" in err
-    assert "anthropic providers: none" in err
-    assert "sk-env-secret" not in err
+    config = cli.load_config(None)
+    assert [p.name for p in config.openai] == ["openai"]
+    assert config.anthropic == ()
+
+
+def test_router_keys_from_environment(in_tmp: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LLM_ROUTER_API_KEYS", "rk-1,rk-2")
+    assert len(cli.load_config(None).auth.api_keys) == 2
+
+
+def warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
 
 
 def test_non_loopback_without_router_keys_warns(
-    served: list[dict[str, Any]], in_tmp: Path, capsys: pytest.CaptureFixture[str]
+    served: list[dict[str, Any]], in_tmp: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     assert cli.main(["--host", "0.0.0.0"]) == 0
-    assert "WARNING" in capsys.readouterr().err
+    assert any("without router keys" in w for w in warnings(caplog))
+    caplog.clear()
     assert cli.main(["--host", "127.0.0.1"]) == 0
     assert cli.main(["--host", "localhost"]) == 0
-    assert "WARNING" not in capsys.readouterr().err
+    assert cli.main(["--host", "::1"]) == 0
+    assert warnings(caplog) == []
 
 
 def test_router_keys_silence_the_warning(
     served: list[dict[str, Any]],
     in_tmp: Path,
     monkeypatch: pytest.MonkeyPatch,
-    capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     monkeypatch.setenv("LLM_ROUTER_API_KEYS", "rk-1")
     assert cli.main(["--host", "0.0.0.0"]) == 0
-    assert "WARNING" not in capsys.readouterr().err
+    assert warnings(caplog) == []
+
+
+def test_log_format_is_passed_to_the_server(served: list[dict[str, Any]], in_tmp: Path) -> None:
+    assert cli.main(["--log-format", "json", "--log-level", "warning"]) == 0
+    log_config = served[0]["log_config"]
+    assert log_config["formatters"]["router"]["()"].endswith("JsonFormatter")
+    assert log_config["loggers"]["llm_api_router"]["level"] == "WARNING"
 
 
 def test_app_factory_uses_the_validated_path(

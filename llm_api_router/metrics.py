@@ -1,0 +1,137 @@
+"""Prometheus metrics, in a registry owned by one app (no process-global state).
+
+Provider state is not tracked by hand: a collector reads every provider's health snapshot
+when /metrics is scraped, so it can never drift from what routing sees.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator, Sequence
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from llm_api_router.config import ProviderConfig
+from llm_api_router.errors import AttemptRecord
+from llm_api_router.health import ProviderHealth, ProviderState
+
+__all__ = ["CONTENT_TYPE", "RouterMetrics"]
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+_LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120)
+_OVERHEAD_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1)
+
+ProviderTable = Callable[[], Iterable[tuple[str, ProviderConfig, ProviderHealth]]]
+
+
+class _ProviderStateCollector(Collector):
+    def __init__(self, providers: ProviderTable, clock: Callable[[], float]) -> None:
+        self._providers = providers
+        self._clock = clock
+
+    def collect(self) -> Iterator[Metric]:
+        state = GaugeMetricFamily(
+            "llm_router_provider_state",
+            "1 for the provider's current state (healthy, cooling_down, circuit_open, "
+            "half_open), 0 for the others",
+            labels=["family", "provider", "state"],
+        )
+        left = GaugeMetricFamily(
+            "llm_router_provider_cooldown_seconds",
+            "Seconds until the provider may be tried again",
+            labels=["family", "provider"],
+        )
+        failures = GaugeMetricFamily(
+            "llm_router_provider_recent_failures",
+            "Failures of the provider in the last five minutes",
+            labels=["family", "provider"],
+        )
+        now = self._clock()
+        for family, provider, health in self._providers():
+            snapshot = health.snapshot(now)
+            for candidate in ProviderState:
+                state.add_metric(
+                    [family, provider.name, candidate.value],
+                    1.0 if snapshot.state is candidate else 0.0,
+                )
+            left.add_metric([family, provider.name], snapshot.seconds_left)
+            failures.add_metric([family, provider.name], snapshot.recent_failures)
+        yield state
+        yield left
+        yield failures
+
+
+class RouterMetrics:
+    """Every metric the router exports, registered in its own registry."""
+
+    def __init__(self, providers: ProviderTable, clock: Callable[[], float]) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        registry = self.registry
+        self.requests = Counter(
+            "llm_router_requests",
+            "Client requests answered, by family, provider that answered and status",
+            ["family", "provider", "status"],
+            registry=registry,
+        )
+        self.attempts = Counter(
+            "llm_router_upstream_attempts",
+            "Upstream attempts by family, provider and outcome",
+            ["family", "provider", "outcome"],
+            registry=registry,
+        )
+        self.fallbacks = Counter(
+            "llm_router_fallbacks",
+            "Moves to the next provider, by the reason the previous one was left",
+            ["family", "reason"],
+            registry=registry,
+        )
+        self.retries = Counter(
+            "llm_router_retries",
+            "Retries of the same provider, by reason",
+            ["family", "provider", "reason"],
+            registry=registry,
+        )
+        self.upstream_latency = Histogram(
+            "llm_router_upstream_latency_seconds",
+            "Time of each upstream attempt until its answer (streams: until the first event)",
+            ["family", "provider"],
+            buckets=_LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.overhead = Histogram(
+            "llm_router_overhead_seconds",
+            "Time spent in the router itself, excluding waiting for upstreams",
+            ["family"],
+            buckets=_OVERHEAD_BUCKETS,
+            registry=registry,
+        )
+        self.in_flight = Gauge(
+            "llm_router_in_flight_requests",
+            "Client requests being served now",
+            ["family"],
+            registry=registry,
+        )
+        self.stream_outcomes = Counter(
+            "llm_router_stream_outcomes",
+            "How relayed streams ended (complete, cut, stalled, upstream_error, "
+            "client_disconnected)",
+            ["family", "provider", "outcome"],
+            registry=registry,
+        )
+        registry.register(_ProviderStateCollector(providers, clock))
+
+    def observe_attempts(self, family: str, attempts: Sequence[AttemptRecord]) -> None:
+        """Count attempts, retries (same provider again) and fallbacks (next provider)."""
+        for index, attempt in enumerate(attempts):
+            self.attempts.labels(family, attempt.provider, attempt.outcome).inc()
+            self.upstream_latency.labels(family, attempt.provider).observe(attempt.latency)
+            if index + 1 < len(attempts):
+                if attempts[index + 1].provider == attempt.provider:
+                    self.retries.labels(family, attempt.provider, attempt.outcome).inc()
+                else:
+                    self.fallbacks.labels(family, attempt.outcome).inc()
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
