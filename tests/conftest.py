@@ -44,7 +44,7 @@ def start_router() -> Iterator[StartRouter]:
 
 @pytest.fixture
 def provider(fake: FakeUpstreamThread) -> Callable[..., dict[str, Any]]:
-    """A provider config entry pointing at the fake upstream: provider("a", "openai", priority=2)."""
+    """A provider config entry on the fake upstream: ``provider("a", "openai", priority=2)``."""
 
     def make(name: str, family: str = "openai", **fields: Any) -> dict[str, Any]:
         return {

@@ -45,6 +45,6 @@ def test_anthropic_sdk(
             text = stream.get_final_text()
     assert message.content[0].text == "Hello from a"  # type: ignore[union-attr]
     assert text == "Hello from a"
-    first, second = fake.requests("a")
+    first, _ = fake.requests("a")
     assert first.headers["x-api-key"] == "sk-test-a-secret"
     assert first.headers["anthropic-version"]
