@@ -71,7 +71,6 @@ __all__ = [
 ]
 
 Family: TypeAlias = Literal["openai", "anthropic"]
-FAMILIES: tuple[Family, ...] = ("openai", "anthropic")
 
 _CONTROL_PREFIX = "/_control"
 _OPENAI_PATH = re.compile(r"/(?P<provider>[^/]+)/v1/chat/completions")
@@ -322,7 +321,8 @@ def behaviour_to_dict(behaviour: Behaviour) -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class RecordedRequest:
-    """One request received by the fake (a snapshot; ``requests()`` returns fresh copies).
+    """One request received by the fake: an immutable snapshot (call ``requests()`` again to
+    see later changes of ``disconnected_at`` / ``completed``).
 
     ``family`` is ``None`` for paths that matched no API (answered 404). ``disconnected_at``
     (``time.monotonic()``) is set when the client went away before the response ended;
@@ -608,6 +608,7 @@ class _Exchange:
     count: int
     request_id: str = field(default_factory=lambda: "req_" + secrets.token_hex(12))
     closed_by_fake: bool = False
+    client_gone: bool = False
 
     @property
     def model(self) -> str:
@@ -941,7 +942,8 @@ class FakeUpstream:
             self._inflight.discard(ex)
 
     def _client_gone(self, ex: _Exchange) -> None:
-        if not (ex.closed_by_fake or self._stopping):
+        if not (ex.closed_by_fake or ex.client_gone or self._stopping):
+            ex.client_gone = True
             self._state.update(ex.handle, disconnected_at=time.monotonic(), completed=False)
 
     async def _finish(

@@ -358,6 +358,34 @@ def test_stall_records_client_disconnect(fake: FakeUpstreamThread, oai: openai.O
     assert not record.completed
 
 
+def test_keep_open_and_first_event_delay(
+    fake: FakeUpstreamThread, oai: openai.OpenAI, anth: anthropic.Anthropic
+) -> None:
+    # openai stops reading at [DONE], so it does not notice the connection stays open ...
+    fake.script("p1", Stream(keep_open=True, first_event_delay=0.2))
+    started = time.monotonic()
+    with oai.chat.completions.create(model="gpt-test", messages=MESSAGES, stream=True) as stream:
+        text = "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
+    assert text == "Hello from p1"
+    assert time.monotonic() - started >= 0.2
+    fake.reset()
+    fake.script("p1", Stream(keep_open=True))
+    # ... while anthropic reads until EOF, past message_stop, and times out.
+    texts: list[str] = []
+    with (
+        pytest.raises(httpx2.ReadTimeout),
+        anth.with_options(timeout=0.3).messages.stream(
+            model="claude-test", max_tokens=16, messages=MESSAGES
+        ) as astream,
+    ):
+        texts.extend(astream.text_stream)
+    assert "".join(texts) == "Hello from p1"
+    record = fake.wait_for_disconnect("p1", timeout=2.0)
+    assert record is not None
+    assert record.family == "anthropic"
+    assert not record.completed
+
+
 @pytest.mark.parametrize("reset", [False, True])
 def test_drop(fake: FakeUpstreamThread, oai: openai.OpenAI, reset: bool) -> None:
     fake.script("p1", Drop(reset=reset))
