@@ -38,6 +38,7 @@ HOST = "127.0.0.1"
 
 CLIENTS = ("aiohttp", "httpx", "httpx2")
 NOT_RUN = "not run"
+OTHER_CPU_WARN = 0.10  # rows during which other processes used more than this many cores
 
 
 # --------------------------------------------------------------------------- scenario model
@@ -257,6 +258,30 @@ def memory_kib(pid: int) -> dict[str, int]:
                     total[key] += int(value.split()[0])
             total["processes"] += 1
     return total
+
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def machine_cpu() -> tuple[float, float]:
+    """(busy, steal) CPU-seconds summed over all CPUs since boot, from /proc/stat.
+
+    busy is user + nice + system only: irq/softirq time (loopback packet processing for the
+    bench's own traffic) belongs to no process and would otherwise count as "other".
+    """
+    first = Path("/proc/stat").read_text().splitlines()[0].split()
+    user, nice, system, _idle, _iowait, _irq, _softirq, steal = (int(x) for x in first[1:9])
+    return (user + nice + system) / CLK_TCK, steal / CLK_TCK
+
+
+def tree_cpu(pid: int) -> float:
+    """CPU-seconds (user + system) used so far by a process and its descendants."""
+    total = 0
+    for p in process_tree(pid):
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])
+    return total / CLK_TCK
 
 
 def http_call(
@@ -479,6 +504,12 @@ def git_commit() -> str:
     return commit + (" (+ uncommitted changes)" if dirty else "")
 
 
+def loadavg() -> str:
+    with contextlib.suppress(OSError):
+        return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    return "?"
+
+
 def cpu_model() -> str:
     with contextlib.suppress(OSError):
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -504,6 +535,8 @@ class Bench:
         self.run_dir = run_dir
         self.report = report
         self.procs: list[Proc] = []
+        self.infra: list[Proc] = []  # the two nginx instances
+        self.current_sut: Proc | None = None
         self.results: dict[str, dict[str, Row]] = {}
         self.open_results: dict[str, Row] = {}
         self.memory: dict[str, dict[str, dict[str, Any]]] = {}
@@ -516,6 +549,8 @@ class Bench:
         if not Path(self.python).exists():
             self.python = sys.executable
         self.bodies: dict[tuple[str, bool], Path] = {}
+        self.loadavg_start = loadavg()
+        self.loadavg_end = ""
 
     # ---- helpers
 
@@ -594,6 +629,7 @@ class Bench:
                 [nginx, "-p", str(ndir), "-c", str(path), "-e", str(ndir / f"{name}-error.log")],
                 cpu,
             )
+            self.infra.append(proc)
             port = self.s.port("upstream" if name == "upstream" else "nginx-proxy")
             wait_http(proc, port, "/", 10, want=None)
             pid_file = ndir / f"{name}.pid"
@@ -761,7 +797,9 @@ class Bench:
             _, text = self.wrk(url, scenario.connections, self.s.warmup, body, hdrs)
             (raw_dir / f"{scenario.name}--{system}--warmup.txt").write_text(text)
         before = self.hit_counts()
+        cpu = self.cpu_snapshot()
         summary, text = self.wrk(url, scenario.connections, self.s.duration, body, hdrs)
+        noise = self.noise(cpu)
         after = self.hit_counts()
         (raw_dir / f"{scenario.name}--{system}.txt").write_text(text)
         secs = summary["duration_us"] / 1e6
@@ -776,10 +814,11 @@ class Bench:
         row.extra = {
             "wrk": summary,
             "hits": {k: after[k] - before[k] for k in after},
+            **noise,
         }
         self.log(
             f"  {system:<13} {row.rps:>9,.0f} req/s  p50 {row.p50:7.2f} ms  p99 {row.p99:7.2f} ms"
-            f"  non-2xx {row.non_2xx}  errors {row.errors}"
+            f"  non-2xx {row.non_2xx}  errors {row.errors}  other CPU {noise['other_cores']:.0%}"
         )
         return row
 
@@ -811,7 +850,9 @@ class Bench:
         for h in scenario.family.headers:
             argv += ["-H", h]
         limit = self.s.open_duration + self.s.open_warmup + 60
+        cpu = self.cpu_snapshot()
         out = subprocess.run(argv, capture_output=True, text=True, timeout=limit)
+        noise = self.noise(cpu)
         (self.run_dir / "openloop").mkdir(exist_ok=True)
         (self.run_dir / "openloop" / f"{system}.json").write_text(out.stdout + out.stderr)
         if out.returncode != 0:
@@ -822,12 +863,30 @@ class Bench:
         row.rps, row.requests = res["achieved_rate"], res["ok"]
         row.p50, row.p90, row.p99, row.p999 = lat["p50"], lat["p90"], lat["p99"], lat["p999"]
         row.non_2xx, row.errors = res["non_2xx"], res["errors"]
-        row.extra = res
+        row.extra = {**res, **noise}
         self.log(
             f"  {system:<13} {row.rps:>7.1f} req/s  p50 {row.p50:6.2f}  p90 {row.p90:6.2f}"
             f"  p99 {row.p99:6.2f} ms  (send lag p99 {res['send_lag_ms']['p99']:.2f} ms)"
+            f"  other CPU {noise['other_cores']:.0%}"
         )
         return row
+
+    def cpu_snapshot(self) -> tuple[float, float, float, float]:
+        """(wall, machine busy, machine steal, CPU of everything this bench started) seconds."""
+        busy, steal = machine_cpu()
+        t = os.times()
+        ours = t.user + t.system + t.children_user + t.children_system
+        ours += sum(tree_cpu(p.pid) for p in self.infra)
+        if self.current_sut is not None:
+            ours += tree_cpu(self.current_sut.pid)
+        return time.perf_counter(), busy, steal, ours
+
+    def noise(self, before: tuple[float, float, float, float]) -> dict[str, float]:
+        """Cores used by processes this bench did not start (and VM steal) since ``before``."""
+        after = self.cpu_snapshot()
+        wall = max(after[0] - before[0], 1e-9)
+        other = (after[1] - before[1]) - (after[3] - before[3])
+        return {"other_cores": max(other, 0.0) / wall, "steal_cores": (after[2] - before[2]) / wall}
 
     def hit_counts(self) -> dict[str, int]:
         counts = {}
@@ -854,6 +913,7 @@ class Bench:
             if proc is None:
                 rows[system] = Row(system, NOT_RUN, reason)
                 continue
+            self.current_sut = proc
             try:
                 idle = memory_kib(proc.pid)
                 rows[system] = measure(scenario, system)
@@ -865,6 +925,7 @@ class Bench:
                     k: v - first_hits[k] for k, v in self.hit_counts().items()
                 }
             finally:
+                self.current_sut = None
                 self.stop(proc)
         self.results[scenario.name] = rows
         if scenario.kind == "fallback" and rows["router"].ok:
@@ -898,6 +959,7 @@ class Bench:
         for name, argv, env, port in cases:
             times: list[float] = []
             problem = ""
+            cpu = self.cpu_snapshot()
             for i in range(n):
                 proc = self.spawn(f"startup-{name}-{i}", argv, self.s.sut_cpu, env)
                 try:
@@ -917,6 +979,7 @@ class Bench:
                     "min_s": min(times),
                     "max_s": max(times),
                     "runs": times,
+                    **self.noise(cpu),
                 }
             self.log(f"  {name}: {self.startup[name]}")
 
@@ -927,6 +990,7 @@ class Bench:
                 self.run_scenario(scenario)
         if self.s.wants("startup"):
             self.measure_startup()
+        self.loadavg_end = loadavg()
 
     # ---- report
 
@@ -957,6 +1021,15 @@ def ms(value: float) -> str:
     return f"{value:.2f}" if value < 10 else f"{value:.1f}"
 
 
+def other(row: Row) -> str:
+    """CPU used by processes the bench did not start during the row, in % of one core."""
+    value = row.extra.get("other_cores")
+    if value is None:
+        return "n/a"
+    flag = " ⚠" if value > OTHER_CPU_WARN else ""
+    return f"{value:.0%}{flag}"
+
+
 def ratio(a: float, b: float) -> str:
     return f"{a / b:.2f}" if b else "n/a"
 
@@ -977,7 +1050,11 @@ class Report:
         ra, rb = self.row(scenario, a), self.row(scenario, b)
         if ra is None or rb is None:
             return ["n/a", "n/a", "n/a"]
-        return [ratio(ra.rps, rb.rps), ratio(ra.p50, rb.p50), ratio(ra.p99, rb.p99)]
+        noisy = any(r.extra.get("other_cores", 0) > OTHER_CPU_WARN for r in (ra, rb))
+        flag = " ⚠" if noisy else ""
+        return [
+            ratio(a, b) + flag for a, b in ((ra.rps, rb.rps), (ra.p50, rb.p50), (ra.p99, rb.p99))
+        ]
 
     def render(self) -> str:
         self.header()
@@ -1036,23 +1113,30 @@ class Report:
             "The machine is shared and noisy: compare ratios within this run, not absolute "
             "numbers across runs.",
             "",
+            f"*other CPU*: CPU time used during the measured part of a row by processes this "
+            f"bench did not start (other users of the machine), in % of one core, from "
+            f"`/proc/stat` minus the bench's own processes; ⚠ marks rows above "
+            f"{OTHER_CPU_WARN:.0%}, whose numbers are suspect. Load average at start "
+            f"{b.loadavg_start}, at end {b.loadavg_end}.",
+            "",
         )
 
     def closed(self, sc: Scenario) -> None:
         rows = self.b.results[sc.name]
         self.add(f"## {sc.title} (`{sc.name}`)", "")
         self.add(
-            "| system | req/s | p50 | p90 | p99 | p99.9 | requests | non-2xx | socket errors |",
-            "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+            "| system | req/s | p50 | p90 | p99 | p99.9 | requests | non-2xx | socket errors "
+            "| other CPU |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
         )
         for system, r in rows.items():
             if r.ok:
                 self.add(
                     f"| {system} | {r.rps:,.0f} | {ms(r.p50)} | {ms(r.p90)} | {ms(r.p99)} | "
-                    f"{ms(r.p999)} | {r.requests:,} | {r.non_2xx} | {r.errors} |"
+                    f"{ms(r.p999)} | {r.requests:,} | {r.non_2xx} | {r.errors} | {other(r)} |"
                 )
             else:
-                self.add(f"| {system} | {r.status}: {r.reason} | | | | | | | |")
+                self.add(f"| {system} | {r.status}: {r.reason} | | | | | | | | |")
         self.add("", "| ratio | req/s | p50 | p99 |", "|---|---:|---:|---:|")
         pairs = [("router", "direct"), ("router", "nginx-proxy")]
         pairs += [(f"bare-{c}", "nginx-proxy") for c in self.b.s.clients]
@@ -1076,13 +1160,13 @@ class Report:
             "is how late the generator itself sent (part of every row, direct included).",
             "",
             "| system | achieved req/s | ok | non-2xx | errors | p50 | p90 | p99 | p99.9 | "
-            "added p50 | added p90 | added p99 | service p99 | gen. lag p99 |",
-            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+            "added p50 | added p90 | added p99 | service p99 | gen. lag p99 | other CPU |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
         )
         direct = rows.get("direct")
         for system, r in rows.items():
             if not r.ok:
-                self.add(f"| {system} | {r.status}: {r.reason} |" + " |" * 12)
+                self.add(f"| {system} | {r.status}: {r.reason} |" + " |" * 13)
                 continue
             added = ["n/a"] * 3
             if direct is not None and direct.ok:
@@ -1094,7 +1178,8 @@ class Report:
                 f"| {system} | {r.rps:.1f} | {r.requests:,} | {r.non_2xx} | {r.errors} | "
                 f"{ms(r.p50)} | {ms(r.p90)} | {ms(r.p99)} | {ms(r.p999)} | "
                 + " | ".join(added)
-                + f" | {ms(r.extra['service_ms']['p99'])} | {ms(r.extra['send_lag_ms']['p99'])} |"
+                + f" | {ms(r.extra['service_ms']['p99'])} | {ms(r.extra['send_lag_ms']['p99'])} "
+                f"| {other(r)} |"
             )
         self.add("")
 
@@ -1116,19 +1201,19 @@ class Report:
         fb = self.b.fallback
         self.add(
             "| case | req/s | p50 | p90 | p99 | non-2xx | /limited hits/req | /backup hits/req | "
-            "upstream hits/req |",
-            "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+            "upstream hits/req | other CPU |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
         )
         if healthy is not None:
             self.add(
                 f"| healthy primary (`openai-32` router row) | {healthy.rps:,.0f} | "
                 f"{ms(healthy.p50)} | {ms(healthy.p90)} | {ms(healthy.p99)} | {healthy.non_2xx} "
-                "| 0 | 0 | 1 (by construction) |"
+                f"| 0 | 0 | 1 (by construction) | {other(healthy)} |"
             )
         self.add(
             f"| primary rate-limited | {r.rps:,.0f} | {ms(r.p50)} | {ms(r.p90)} | {ms(r.p99)} | "
             f"{r.non_2xx} | {fb['limited_per_request']:.3f} | {fb['backup_per_request']:.3f} | "
-            f"{fb['hits_per_request']:.3f} |",
+            f"{fb['hits_per_request']:.3f} | {other(r)} |",
             "",
         )
         if healthy is not None:
@@ -1193,16 +1278,18 @@ class Report:
             f"From spawning the process to the first 200 from `GET /health` "
             f"(polled every 5 ms), {self.b.s.startup_runs} runs.",
             "",
-            "| process | median s | min s | max s |",
-            "|---|---:|---:|---:|",
+            "| process | median s | min s | max s | other CPU |",
+            "|---|---:|---:|---:|---:|",
         )
         for name, st in self.b.startup.items():
             if st["status"] == "ok":
+                noise = other(Row(name, extra=st))
                 self.add(
-                    f"| {name} | {st['median_s']:.3f} | {st['min_s']:.3f} | {st['max_s']:.3f} |"
+                    f"| {name} | {st['median_s']:.3f} | {st['min_s']:.3f} | {st['max_s']:.3f} "
+                    f"| {noise} |"
                 )
             else:
-                self.add(f"| {name} | {st['status']}: {st['reason']} | | |")
+                self.add(f"| {name} | {st['status']}: {st['reason']} | | | |")
         self.add("")
 
     def summary(self) -> None:
@@ -1237,7 +1324,8 @@ class Report:
 
     def clients(self) -> None:
         clients = self.b.s.clients
-        if len(clients) < 2:
+        measured = [sc for sc in SCENARIOS if sc.name in self.b.results and sc.kind != "fallback"]
+        if len(clients) < 2 or not measured:
             return
         base = clients[0]
         self.add(
@@ -1256,9 +1344,7 @@ class Report:
             + " |",
             "|---|" + "---:|" * (3 * len(clients) - 1),
         )
-        for sc in SCENARIOS:
-            if sc.name not in self.b.results or sc.kind == "fallback":
-                continue
+        for sc in measured:
             rows = [self.row(sc.name, f"bare-{c}") for c in clients]
             rps = [f"{r.rps:,.0f}" if r else "n/a" for r in rows]
             rel = [ratio(r.rps, rows[0].rps) if r and rows[0] else "n/a" for r in rows[1:]]
