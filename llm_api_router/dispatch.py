@@ -9,13 +9,12 @@ requests are committed only after the upstream's status, headers and first event
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import random
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-
-import orjson
 
 from llm_api_router.config import ProviderConfig, Settings
 from llm_api_router.errors import (
@@ -178,12 +177,12 @@ class Dispatcher:
         request: ChatRequest,
     ) -> tuple[Verdict, Reply | StreamReply | None]:
         provider = candidate.provider
+        if request.stream:
+            return await self._attempt_stream(candidate, url, headers, body, request)
         try:
             response = await self._transport.request(url, headers, body, timeout=provider.timeout)
         except UpstreamTransportError as exc:
             return self._policy.classify_transport(exc), None
-        if request.stream and 200 <= response.status < 300:
-            return await self._open_stream(candidate, response, request)
         try:
             data = await response.read()
         except UpstreamTransportError as exc:
@@ -202,20 +201,57 @@ class Dispatcher:
         )
         return verdict, reply
 
-    async def _open_stream(
-        self, candidate: Candidate, response: UpstreamResponse, request: ChatRequest
+    async def _attempt_stream(
+        self,
+        candidate: Candidate,
+        url: str,
+        headers: Mapping[str, str],
+        body: bytes,
+        request: ChatRequest,
     ) -> tuple[Verdict, Reply | StreamReply | None]:
-        """Read up to the first real event; commit to this provider only if it is no error."""
+        """Send a streaming attempt; read up to its first event before deciding.
+
+        ``first_token_timeout`` bounds everything until that first event: connecting, the
+        status line and headers, and the event itself.
+        """
         provider = candidate.provider
         decoder = SSEDecoder()
+        response: UpstreamResponse | None = None
+        keep_open = False
         try:
-            first = await _first_events(response, decoder, provider.first_token_timeout)
+            async with asyncio.timeout(provider.first_token_timeout):
+                response = await self._transport.request(
+                    url, headers, body, timeout=provider.timeout
+                )
+                if not 200 <= response.status < 300:
+                    data = await response.read()
+                    verdict = self._policy.classify_response(
+                        response.status, response.headers, data, wall_now=self._wall_clock()
+                    )
+                    headers_back = _reply_headers(response.headers, "application/json")
+                    return verdict, Reply(response.status, headers_back, data, provider.name, [])
+                first = await _first_events(response, decoder)
+                keep_open = True
         except TimeoutError:
-            response.close()
             return self._policy.classify_transport(UpstreamTimeout("first_token_timeout")), None
         except UpstreamTransportError as exc:
-            response.close()
             return self._policy.classify_transport(exc), None
+        finally:
+            # Closed on every path but a first event, cancellation (client gone) included.
+            if response is not None and not keep_open:
+                response.close()
+        return self._commit(candidate, response, decoder, first, request)
+
+    def _commit(
+        self,
+        candidate: Candidate,
+        response: UpstreamResponse,
+        decoder: SSEDecoder,
+        first: list[SSEEvent] | None,
+        request: ChatRequest,
+    ) -> tuple[Verdict, Reply | StreamReply | None]:
+        """Commit to a stream whose first event is fine; otherwise judge that event."""
+        provider = candidate.provider
         if first is None:
             response.close()
             return _EMPTY_STREAM, None
@@ -280,26 +316,27 @@ class Dispatcher:
     @staticmethod
     def _body_for(request: ChatRequest, upstream_model: str) -> bytes:
         if upstream_model == request.model:
-            return request.body
-        return orjson.dumps({**request.data, "model": upstream_model})
+            return request.body  # forwarded byte for byte
+        # Only renames re-serialise.  The stdlib keeps integers of any size exactly (orjson
+        # would turn those past 64 bits into floats) and ASCII escapes keep lone surrogates.
+        data = json.loads(request.body)
+        data["model"] = upstream_model
+        return json.dumps(data, separators=(",", ":")).encode()
 
 
-async def _first_events(
-    response: UpstreamResponse, decoder: SSEDecoder, timeout: float | None
-) -> list[SSEEvent] | None:
+async def _first_events(response: UpstreamResponse, decoder: SSEDecoder) -> list[SSEEvent] | None:
     """Events up to and including the first that is not a comment; None if there is none."""
     events: list[SSEEvent] = []
-    async with asyncio.timeout(timeout):
-        while True:
-            chunk = await response.next_chunk()
-            if not chunk:
-                rest = decoder.flush()
-                if rest is not None:
-                    events.append(rest)
-                return events if any(not e.is_comment for e in events) else None
-            events.extend(decoder.feed(chunk))
-            if any(not e.is_comment for e in events):
-                return events
+    while True:
+        chunk = await response.next_chunk()
+        if not chunk:
+            rest = decoder.flush()
+            if rest is not None:
+                events.append(rest)
+            return events if any(not e.is_comment for e in events) else None
+        events.extend(decoder.feed(chunk))
+        if any(not e.is_comment for e in events):
+            return events
 
 
 def _reply_headers(upstream: Mapping[str, str], default_type: str) -> dict[str, str]:

@@ -1,20 +1,26 @@
-"""The chat endpoint of one family: HTTP request in, dispatch, HTTP response out.
+"""The chat endpoint of one family, as a raw ASGI app: HTTP request in, dispatch, response out.
 
 It checks the router key, reads and validates the body, asks the dispatcher, renders the
 answer (or our error, natively), and reports the request once: one access-log line and the
 request metrics, after the last byte for streams.
+
+This is the hot path, so it speaks ASGI directly instead of going through the web
+framework's request/response objects and middleware; the framework still serves every
+other route and documents these ones.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import re
 import time
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
+from typing import TypeVar
 
-from starlette.requests import Request
-from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
 
 from llm_api_router.auth import RouterKeys
 from llm_api_router.dispatch import Dispatcher, Reply
@@ -29,7 +35,7 @@ from llm_api_router.families import ApiFamily
 from llm_api_router.headers import forward_request_headers
 from llm_api_router.logs import ACCESS_LOGGER
 from llm_api_router.metrics import RouterMetrics
-from llm_api_router.streaming import SSEResponse
+from llm_api_router.streaming import stream_to_client
 
 __all__ = ["REQUEST_ID_HEADER", "ChatEndpoint"]
 
@@ -37,6 +43,10 @@ __all__ = ["REQUEST_ID_HEADER", "ChatEndpoint"]
 REQUEST_ID_HEADER = "x-router-request-id"
 
 _JSON_TYPES = ("application/json", "text/json")
+_JSON_CONTENT_TYPE = (b"content-type", b"application/json")
+
+RawHeaders = list[tuple[bytes, bytes]]
+_T = TypeVar("_T")
 _CLIENT_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:/+=-]{1,128}$")
 
 access_log = logging.getLogger(ACCESS_LOGGER)
@@ -68,7 +78,7 @@ class ChatEndpoint:
         metrics: RouterMetrics,
         max_body: int,
     ) -> None:
-        self._family = family
+        self.family = self._family = family
         self._dispatcher = dispatcher
         self._keys = keys
         self._metrics = metrics
@@ -77,37 +87,51 @@ class ChatEndpoint:
         self._in_flight = metrics.in_flight.labels(family.name)
         self._overhead = metrics.overhead.labels(family.name)
 
-    async def handle(self, request: Request) -> Response:
-        exchange = _Exchange(_request_id(request), time.perf_counter())
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+        exchange = _Exchange(_request_id(headers), time.perf_counter())
         self._in_flight.inc()
         try:
-            response = await self._answer(request, exchange)
+            await self._answer(scope, headers, receive, send, exchange)
+        except _ClientGone:
+            self._finish(exchange, None, "client_disconnected")
         except BaseException:
             self._in_flight.dec()
             raise
-        response.headers[REQUEST_ID_HEADER] = exchange.request_id
-        if not isinstance(response, SSEResponse):
-            self._finish(exchange, None, None)
-        return response
 
-    async def _answer(self, request: Request, exchange: _Exchange) -> Response:
+    async def _answer(
+        self,
+        scope: Scope,
+        headers: dict[str, str],
+        receive: Receive,
+        send: Send,
+        exchange: _Exchange,
+    ) -> None:
         family = self._family
         try:
-            if not self._keys.allows(request.headers):
+            if not self._keys.allows(headers):
                 raise ClientRequestError(
                     401,
                     "Missing or invalid router key: send it as 'Authorization: Bearer <key>' "
                     "or 'x-api-key: <key>'.",
                     code="invalid_api_key",
                 )
-            body = await _read_body(request, self._max_body)
+            body = await _read_body(headers, receive, self._max_body)
             chat = family.parse_request(body)
             exchange.model, exchange.stream = chat.model, chat.stream
-            headers = forward_request_headers(request.headers.raw, family.private_request_headers)
-            query = request.url.query
-            reply = await self._dispatcher.dispatch(chat, headers, f"?{query}" if query else "")
+            forwarded = forward_request_headers(headers, family.private_request_headers)
+            query = scope.get("query_string", b"")
+            reply = await _unless_client_leaves(
+                receive,
+                self._dispatcher.dispatch(
+                    chat, forwarded, "?" + query.decode("latin-1") if query else ""
+                ),
+            )
         except RouterError as exc:
-            return self._error(exchange, exc)
+            status, raw_headers, payload = self._error(exchange, exc)
+            await _respond(send, status, raw_headers, payload)
+            self._finish(exchange, None, None)
+            return
         upstream_time = sum(a.latency for a in reply.attempts)
         exchange.overhead = max(0.0, time.perf_counter() - exchange.started - upstream_time)
         exchange.provider, exchange.status, exchange.attempts = (
@@ -118,25 +142,27 @@ class ChatEndpoint:
         exchange.upstream_request_id = reply.headers.get("x-request-id") or reply.headers.get(
             "request-id"
         )
-        headers = {
-            **reply.headers,
-            "x-router-provider": reply.provider,
-            "x-router-attempts": str(len(reply.attempts)),
-        }
+        raw_headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in reply.headers.items()]
+        raw_headers += [
+            (b"x-router-provider", reply.provider.encode()),
+            (b"x-router-attempts", str(len(reply.attempts)).encode()),
+            (b"x-router-request-id", exchange.request_id.encode()),
+        ]
         if isinstance(reply, Reply):
-            return Response(reply.body, status_code=reply.status, headers=headers)
-        headers["cache-control"] = "no-cache"
-        headers["x-accel-buffering"] = "no"
+            await _respond(send, reply.status, raw_headers, reply.body)
+            self._finish(exchange, None, None)
+            return
+        raw_headers += [(b"cache-control", b"no-cache"), (b"x-accel-buffering", b"no")]
 
         def done(first_byte: float | None, outcome: str) -> None:
             self._finish(exchange, first_byte, outcome)
 
-        return SSEResponse(reply.relay, reply.status, headers, on_done=done)
+        await stream_to_client(reply.relay, reply.status, raw_headers, receive, send, done)
 
-    def _error(self, exchange: _Exchange, exc: RouterError) -> Response:
+    def _error(self, exchange: _Exchange, exc: RouterError) -> tuple[int, RawHeaders, bytes]:
         """Render one of our errors in the family's native format."""
         family = self._family
-        headers = {"x-router-attempts": "0"}
+        headers = {"x-router-attempts": "0", "x-router-request-id": exchange.request_id}
         code: str | None = None
         param: str | None = None
         if isinstance(exc, ClientRequestError):
@@ -159,7 +185,9 @@ class ChatEndpoint:
             status, message = 500, "The router failed to handle this request."
         exchange.status = status
         body = family.error_body(status, message, code=code, param=param)
-        return Response(body, status_code=status, headers=headers, media_type="application/json")
+        raw = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
+        raw.append(_JSON_CONTENT_TYPE)
+        return status, raw, body
 
     def _finish(self, exchange: _Exchange, first_byte: float | None, outcome: str | None) -> None:
         """Report a request once it is over: metrics and one access-log line."""
@@ -210,15 +238,42 @@ class ChatEndpoint:
         )
 
 
-def _request_id(request: Request) -> str:
-    supplied = request.headers.get("x-request-id")
+class _ClientGone(Exception):
+    """The client disconnected before its request body was complete."""
+
+
+async def _unless_client_leaves(receive: Receive, work: Awaitable[_T]) -> _T:
+    """Await ``work``, cancelling it (and so its upstream request) if the client disconnects."""
+    task = asyncio.current_task()
+    assert task is not None
+    gone = False
+
+    async def watch() -> None:
+        nonlocal gone
+        while (await receive())["type"] != "http.disconnect":
+            pass
+        gone = True
+        task.cancel()
+
+    watcher = asyncio.get_running_loop().create_task(watch())
+    try:
+        return await work
+    except asyncio.CancelledError:
+        if gone and task.uncancel() == 0:
+            raise _ClientGone from None
+        raise
+    finally:
+        watcher.cancel()
+
+
+def _request_id(headers: dict[str, str]) -> str:
+    supplied = headers.get("x-request-id")
     if supplied and _CLIENT_REQUEST_ID.match(supplied):
         return supplied
     return os.urandom(12).hex()
 
 
-async def _read_body(request: Request, limit: int) -> bytes:
-    headers = request.headers
+async def _read_body(headers: dict[str, str], receive: Receive, limit: int) -> bytes:
     content_type = headers.get("content-type")
     if content_type is not None:
         media_type = content_type.split(";", 1)[0].strip().lower()
@@ -233,14 +288,30 @@ async def _read_body(request: Request, limit: int) -> bytes:
     declared = headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise _too_large(limit)
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
+    message = await receive()
+    body: bytes = message.get("body", b"")
+    if not message.get("more_body", False) and message["type"] == "http.request":
+        if len(body) > limit:
+            raise _too_large(limit)
+        return body
+    chunks = [body]
+    size = len(body)
+    while message["type"] == "http.request" and message.get("more_body", False):
+        message = await receive()
+        chunk = message.get("body", b"")
         size += len(chunk)
         if size > limit:
             raise _too_large(limit)
         chunks.append(chunk)
+    if message["type"] == "http.disconnect":
+        raise _ClientGone
     return b"".join(chunks)
+
+
+async def _respond(send: Send, status: int, headers: RawHeaders, body: bytes) -> None:
+    headers.append((b"content-length", str(len(body)).encode()))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body, "more_body": False})
 
 
 def _too_large(limit: int) -> ClientRequestError:

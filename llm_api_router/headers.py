@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 
 __all__ = ["forward_request_headers", "pass_back_headers"]
 
@@ -49,26 +49,23 @@ _PASSED_BACK = frozenset(
 _PASSED_BACK_PREFIXES = ("x-ratelimit-", "anthropic-ratelimit-")
 
 
-def forward_request_headers(
-    raw: Iterable[tuple[bytes, bytes]], private: frozenset[str]
-) -> dict[str, str]:
-    """The client's headers that go upstream (lower-case names).
+def forward_request_headers(client: Mapping[str, str], private: frozenset[str]) -> dict[str, str]:
+    """The client's headers (lower-case names, as ASGI gives them) that go upstream.
 
     ``private`` adds the family's own never-forwarded names (e.g. OpenAI-Organization).
     Headers named by the client's ``Connection`` header are hop-by-hop too.
     """
-    headers: dict[str, str] = {}
-    extra_hop: set[str] = set()
-    for raw_name, raw_value in raw:
-        name = raw_name.decode("latin-1").lower()
-        value = raw_value.decode("latin-1")
-        if name == "connection":
-            extra_hop.update(token.strip().lower() for token in value.split(","))
-        if name in _NOT_FORWARDED or name in private or name.startswith(("x-router-", "proxy-")):
-            continue
-        headers[name] = value
-    for name in extra_hop:
-        headers.pop(name, None)
+    headers = {
+        name: value
+        for name, value in client.items()
+        if name not in _NOT_FORWARDED
+        and name not in private
+        and not name.startswith(("x-router-", "proxy-"))
+    }
+    connection = client.get("connection")
+    if connection:
+        for token in connection.split(","):
+            headers.pop(token.strip().lower(), None)
     return headers
 
 

@@ -18,6 +18,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
+from starlette.types import Message, Receive, Scope, Send
 
 from llm_api_router._version import __version__
 from llm_api_router.auth import RouterKeys
@@ -30,7 +31,7 @@ from llm_api_router.logs import Redactor, install_redaction
 from llm_api_router.metrics import CONTENT_TYPE, RouterMetrics
 from llm_api_router.upstream import AiohttpTransport, Transport
 
-__all__ = ["ROUTES", "create_app"]
+__all__ = ["ROUTES", "RouterApp", "create_app"]
 
 logger = logging.getLogger("llm_api_router.server")
 
@@ -41,6 +42,48 @@ ROUTES: Mapping[Family, tuple[str, ...]] = {
     "openai": ("/openai/chat/completions", "/openai/v1/chat/completions"),
     "anthropic": ("/anthropic/chat/completions", "/anthropic/v1/messages"),
 }
+_CHAT_PATHS: Mapping[str, Family] = {
+    path: family for family, paths in ROUTES.items() for path in paths
+}
+
+
+class RouterApp(FastAPI):
+    """The router's ASGI app: chat requests go straight to their endpoint (the hot path);
+    everything else (info routes, docs, error pages) is ordinary FastAPI."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST":
+            path: str = scope["path"]
+            root = scope.get("root_path", "")
+            if root and path.startswith(root):
+                path = path[len(root) :]
+            family = _CHAT_PATHS.get(path)
+            runtime: _Runtime | None = getattr(self.state, "runtime", None)
+            if family is not None and runtime is not None:
+                await _guarded(runtime.endpoints[family], scope, receive, send)
+                return
+        await super().__call__(scope, receive, send)
+
+
+async def _guarded(endpoint: ChatEndpoint, scope: Scope, receive: Receive, send: Send) -> None:
+    """Run the chat endpoint; an unexpected error becomes a native 500, never a traceback."""
+    started = False
+
+    async def tracking_send(message: Message) -> None:
+        nonlocal started
+        started = True
+        await send(message)
+
+    try:
+        await endpoint(scope, receive, tracking_send)
+    except Exception as exc:
+        logger.exception("unhandled %s on %s", type(exc).__name__, scope["path"])
+        if started:
+            raise
+        body = endpoint.family.error_body(500, "The router failed to handle this request.")
+        headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]
+        await send({"type": "http.response.start", "status": 500, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
 
 
 @dataclass(slots=True)
@@ -57,7 +100,7 @@ def create_app(
     *,
     transport: Transport | None = None,
     clock: Clock | None = None,
-) -> FastAPI:
+) -> RouterApp:
     """Build the router's ASGI app for ``config`` (default: no providers).
 
     ``transport`` replaces the pooled aiohttp client (tests); ``clock`` replaces
@@ -79,7 +122,7 @@ def create_app(
             _log_startup(config)
             yield
 
-    app = FastAPI(
+    app = RouterApp(
         title="LLM API Router",
         version=__version__,
         summary="OpenAI and Anthropic endpoints with priority routing and automatic fallback.",
@@ -133,11 +176,18 @@ def _log_startup(config: RouterConfig) -> None:
 
 
 def _add_chat_routes(app: FastAPI, family: ApiFamily) -> None:
+    """Declare the chat routes for the docs and OpenAPI schema.
+
+    ``RouterApp.__call__`` sends POSTs to these paths to their ChatEndpoint before FastAPI
+    routing; this route function only runs when the lifespan has not built the endpoints.
+    """
     name = family.name
 
     async def chat(request: Request) -> Response:
-        endpoint: ChatEndpoint = request.app.state.runtime.endpoints[name]
-        return await endpoint.handle(request)
+        body = family.error_body(
+            503, "The router is not started: serve the app with its lifespan enabled."
+        )
+        return Response(body, status_code=503, media_type="application/json")
 
     schema = _request_schema(family)
     for path in ROUTES[name]:

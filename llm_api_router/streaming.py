@@ -4,7 +4,7 @@
 client's stream with the family's native error event when the upstream cuts the stream,
 stalls past ``timeout`` or sends an error event; it completes a naturally finished stream
 whose upstream forgot its terminal marker.  The upstream response is closed on every path
-(including the client going away).  :class:`SSEResponse` delivers a relay over ASGI and
+(including the client going away).  :func:`stream_to_client` delivers a relay over ASGI and
 cancels it the moment the client disconnects.
 """
 
@@ -12,18 +12,17 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncGenerator, Callable, Mapping
+from collections.abc import AsyncGenerator, Callable
 
 import anyio
-from starlette.responses import Response
-from starlette.types import Receive, Scope, Send
+from starlette.types import Receive, Send
 
 from llm_api_router.errors import UpstreamTimeout, UpstreamTransportError
 from llm_api_router.families import ApiFamily, StreamTracker
 from llm_api_router.sse import SSEDecoder
 from llm_api_router.upstream import UpstreamResponse
 
-__all__ = ["DEFAULT_FINISH_GRACE", "SSEResponse", "StreamOutcome", "StreamRelay"]
+__all__ = ["DEFAULT_FINISH_GRACE", "StreamOutcome", "StreamRelay", "stream_to_client"]
 
 #: After a natural finish, how long to wait for the upstream's own terminal marker.
 DEFAULT_FINISH_GRACE = 0.5
@@ -158,65 +157,46 @@ class StreamRelay:
             self._on_end(outcome)
 
 
-class SSEResponse(Response):
-    """Streams a relay over ASGI; a client disconnect cancels it at once.
+async def stream_to_client(
+    relay: StreamRelay,
+    status: int,
+    headers: list[tuple[bytes, bytes]],
+    receive: Receive,
+    send: Send,
+    on_done: Callable[[float | None, str], None],
+) -> None:
+    """Send a committed relay over ASGI; a client disconnect cancels it at once.
 
     ``on_done(first_byte_time, outcome)`` is called exactly once when the exchange is over,
     with the ``time.perf_counter()`` of the first body byte sent (None if none was).
     """
+    body = relay.body()
+    first_byte: list[float] = []
 
-    media_type = "text/event-stream"
-
-    def __init__(
-        self,
-        relay: StreamRelay,
-        status_code: int,
-        headers: Mapping[str, str],
-        *,
-        on_done: Callable[[float | None, str], None],
-    ) -> None:
-        # Not Response.__init__: it would render an empty body with content-length: 0.
-        self.status_code = status_code
-        self.background = None
-        self.init_headers(headers)
-        self._relay = relay
-        self._on_done = on_done
-        self._first_byte: float | None = None
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        body = self._relay.body()
+    async def send_all() -> None:
         try:
-            async with anyio.create_task_group() as group:
-
-                async def watch_disconnect() -> None:
-                    while (await receive())["type"] != "http.disconnect":
-                        pass
-                    group.cancel_scope.cancel()
-
-                group.start_soon(watch_disconnect)
-                await self._send_all(body, send)
-                group.cancel_scope.cancel()
-        finally:
-            with anyio.CancelScope(shield=True):
-                await body.aclose()
-            self._relay.abort()
-            self._on_done(
-                self._first_byte, self._relay.outcome or StreamOutcome.CLIENT_DISCONNECTED
-            )
-
-    async def _send_all(self, body: AsyncGenerator[bytes, None], send: Send) -> None:
-        try:
-            await send(
-                {
-                    "type": "http.response.start",
-                    "status": self.status_code,
-                    "headers": self.raw_headers,
-                }
-            )
+            await send({"type": "http.response.start", "status": status, "headers": headers})
             async for chunk in body:
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
-                if self._first_byte is None:
-                    self._first_byte = time.perf_counter()
+                if not first_byte:
+                    first_byte.append(time.perf_counter())
             await send({"type": "http.response.body", "body": b"", "more_body": False})
         except OSError:
             pass  # the client went away while we were writing
+
+    try:
+        async with anyio.create_task_group() as group:
+
+            async def watch_disconnect() -> None:
+                while (await receive())["type"] != "http.disconnect":
+                    pass
+                group.cancel_scope.cancel()
+
+            group.start_soon(watch_disconnect)
+            await send_all()
+            group.cancel_scope.cancel()
+    finally:
+        with anyio.CancelScope(shield=True):
+            await body.aclose()
+        relay.abort()
+        on_done(first_byte[0] if first_byte else None, relay.outcome or "client_disconnected")
