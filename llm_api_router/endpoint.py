@@ -194,13 +194,13 @@ class ChatEndpoint:
         metrics, name = self._metrics, self._name
         self._in_flight.dec()
         provider = exchange.provider or "none"
-        metrics.requests.labels(name, provider, str(exchange.status)).inc()
+        metrics.observe_request(name, provider, exchange.status)
         if exchange.attempts:
             metrics.observe_attempts(name, exchange.attempts)
         if exchange.overhead is not None:
             self._overhead.observe(exchange.overhead)
         if outcome is not None:
-            metrics.stream_outcomes.labels(name, provider, outcome).inc()
+            metrics.child(metrics.stream_outcomes, name, provider, outcome).inc()
         if not access_log.isEnabledFor(logging.INFO):
             return
         latency = time.perf_counter() - exchange.started

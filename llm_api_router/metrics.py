@@ -7,9 +7,11 @@ when /metrics is scraped, so it can never drift from what routing sees.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.metrics import MetricWrapperBase
 from prometheus_client.registry import Collector
 
 from llm_api_router.config import ProviderConfig
@@ -121,17 +123,31 @@ class RouterMetrics:
             registry=registry,
         )
         registry.register(_ProviderStateCollector(providers, clock))
+        # labels() costs microseconds per call; every label set is looked up once, then kept.
+        self._children: dict[tuple[object, ...], Any] = {}
+
+    def child(self, metric: MetricWrapperBase, *labels: str) -> Any:
+        """``metric.labels(*labels)``, cached."""
+        key = (metric, *labels)
+        found = self._children.get(key)
+        if found is None:
+            found = self._children[key] = metric.labels(*labels)
+        return found
+
+    def observe_request(self, family: str, provider: str, status: int) -> None:
+        self.child(self.requests, family, provider, str(status)).inc()
 
     def observe_attempts(self, family: str, attempts: Sequence[AttemptRecord]) -> None:
         """Count attempts, retries (same provider again) and fallbacks (next provider)."""
+        child = self.child
         for index, attempt in enumerate(attempts):
-            self.attempts.labels(family, attempt.provider, attempt.outcome).inc()
-            self.upstream_latency.labels(family, attempt.provider).observe(attempt.latency)
+            child(self.attempts, family, attempt.provider, attempt.outcome).inc()
+            child(self.upstream_latency, family, attempt.provider).observe(attempt.latency)
             if index + 1 < len(attempts):
                 if attempts[index + 1].provider == attempt.provider:
-                    self.retries.labels(family, attempt.provider, attempt.outcome).inc()
+                    child(self.retries, family, attempt.provider, attempt.outcome).inc()
                 else:
-                    self.fallbacks.labels(family, attempt.outcome).inc()
+                    child(self.fallbacks, family, attempt.outcome).inc()
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
