@@ -41,8 +41,13 @@ _GENERIC = (
     r"\bsk-[A-Za-z0-9_-]{8,}",
 )
 
-# Standard LogRecord attributes: everything else on a record came in through ``extra``.
-_RECORD_FIELDS = frozenset(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
+# Standard LogRecord attributes: everything else on a record came in through ``extra``
+# (uvicorn's ``color_message`` is a terminal-coloured duplicate of the message).
+_RECORD_FIELDS = frozenset(vars(logging.makeLogRecord({}))) | {
+    "message",
+    "asctime",
+    "color_message",
+}
 
 
 class Redactor:
