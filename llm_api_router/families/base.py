@@ -32,6 +32,8 @@ class ChatRequest:
     model: str
     stream: bool
     include_usage: bool
+    #: At most one choice can come back (OpenAI ``n`` absent or 1).
+    single_choice: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,7 +110,12 @@ class ApiFamily(abc.ABC):
             raise wrong_type("stream_options", "an object", options)
         include_usage = bool(options and options.get("include_usage") is True)
         return ChatRequest(
-            body=body, data=data, model=model, stream=bool(stream), include_usage=include_usage
+            body=body,
+            data=data,
+            model=model,
+            stream=bool(stream),
+            include_usage=include_usage,
+            single_choice=data.get("n") in (None, 1),
         )
 
     def check_fields(self, data: dict[str, Any]) -> None:  # noqa: B027 - optional hook

@@ -84,7 +84,7 @@ class OpenAIFamily(ApiFamily):
         return 500
 
     def new_stream_tracker(self, request: ChatRequest) -> StreamTracker:
-        return _OpenAIStreamTracker(request.include_usage)
+        return _OpenAIStreamTracker(request.include_usage, request.single_choice)
 
     def error_body(
         self, status: int, message: str, *, code: str | None = None, param: str | None = None
@@ -120,10 +120,19 @@ def _info(error: dict[str, Any]) -> UpstreamErrorInfo:
 class _OpenAIStreamTracker(StreamTracker):
     """Natural end: every choice seen has a finish_reason (and usage came, if asked for)."""
 
-    __slots__ = ("_done", "_include_usage", "_seen", "_usage_seen", "finished", "terminal")
+    __slots__ = (
+        "_done",
+        "_include_usage",
+        "_seen",
+        "_single_choice",
+        "_usage_seen",
+        "finished",
+        "terminal",
+    )
 
-    def __init__(self, include_usage: bool) -> None:
+    def __init__(self, include_usage: bool, single_choice: bool) -> None:
         self._include_usage = include_usage
+        self._single_choice = single_choice
         self._seen: set[int] = set()
         self._done: set[int] = set()
         self._usage_seen = False
@@ -134,6 +143,10 @@ class _OpenAIStreamTracker(StreamTracker):
         data = event.data
         if data.startswith("[DONE]"):
             self.finished = self.terminal = True
+            return None
+        if self._single_choice and '"finish_reason":null' in data and '"error"' not in data:
+            # A plain content chunk of the only choice: nothing to learn from parsing it.
+            self._seen.add(0)
             return None
         try:
             chunk = orjson.loads(data)
