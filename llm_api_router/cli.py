@@ -65,6 +65,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--reload", action="store_true", help="restart on code changes (dev)")
     parser.add_argument(
+        "--workers",
+        type=_positive_int,
+        default=1,
+        help="worker processes, to use more cores (default 1); each keeps its own provider "
+        "health state",
+    )
+    parser.add_argument(
         "--log-level",
         default="info",
         choices=["critical", "error", "warning", "info", "debug"],
@@ -117,6 +124,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         host=args.host,
         port=args.port,
         reload=args.reload,
+        workers=None if args.reload else args.workers,
         log_level=args.log_level,
         log_config=log_config,
         access_log=False,
@@ -125,6 +133,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         server_header=False,
     )
     return EXIT_OK
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be 1 or more")
+    return value
 
 
 def _is_loopback(host: str) -> bool:

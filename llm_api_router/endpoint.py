@@ -11,18 +11,16 @@ other route and documents these ones.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 import re
 import time
-from collections.abc import Awaitable
 from dataclasses import dataclass, field
-from typing import TypeVar
 
 from starlette.types import Receive, Scope, Send
 
 from llm_api_router.auth import RouterKeys
+from llm_api_router.disconnect import ClientGone, unless_client_leaves
 from llm_api_router.dispatch import Dispatcher, Reply
 from llm_api_router.errors import (
     AllProvidersFailed,
@@ -46,7 +44,6 @@ _JSON_TYPES = ("application/json", "text/json")
 _JSON_CONTENT_TYPE = (b"content-type", b"application/json")
 
 RawHeaders = list[tuple[bytes, bytes]]
-_T = TypeVar("_T")
 _CLIENT_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:/+=-]{1,128}$")
 
 access_log = logging.getLogger(ACCESS_LOGGER)
@@ -93,7 +90,7 @@ class ChatEndpoint:
         self._in_flight.inc()
         try:
             await self._answer(scope, headers, receive, send, exchange)
-        except _ClientGone:
+        except ClientGone:
             self._finish(exchange, None, "client_disconnected")
         except BaseException:
             self._in_flight.dec()
@@ -121,7 +118,7 @@ class ChatEndpoint:
             exchange.model, exchange.stream = chat.model, chat.stream
             forwarded = forward_request_headers(headers, family.private_request_headers)
             query = scope.get("query_string", b"")
-            reply = await _unless_client_leaves(
+            reply = await unless_client_leaves(
                 receive,
                 self._dispatcher.dispatch(
                     chat, forwarded, "?" + query.decode("latin-1") if query else ""
@@ -238,34 +235,6 @@ class ChatEndpoint:
         )
 
 
-class _ClientGone(Exception):
-    """The client disconnected before its request body was complete."""
-
-
-async def _unless_client_leaves(receive: Receive, work: Awaitable[_T]) -> _T:
-    """Await ``work``, cancelling it (and so its upstream request) if the client disconnects."""
-    task = asyncio.current_task()
-    assert task is not None
-    gone = False
-
-    async def watch() -> None:
-        nonlocal gone
-        while (await receive())["type"] != "http.disconnect":
-            pass
-        gone = True
-        task.cancel()
-
-    watcher = asyncio.get_running_loop().create_task(watch())
-    try:
-        return await work
-    except asyncio.CancelledError:
-        if gone and task.uncancel() == 0:
-            raise _ClientGone from None
-        raise
-    finally:
-        watcher.cancel()
-
-
 def _request_id(headers: dict[str, str]) -> str:
     supplied = headers.get("x-request-id")
     if supplied and _CLIENT_REQUEST_ID.match(supplied):
@@ -304,7 +273,7 @@ async def _read_body(headers: dict[str, str], receive: Receive, limit: int) -> b
             raise _too_large(limit)
         chunks.append(chunk)
     if message["type"] == "http.disconnect":
-        raise _ClientGone
+        raise ClientGone
     return b"".join(chunks)
 
 

@@ -14,9 +14,9 @@ import asyncio
 import time
 from collections.abc import AsyncGenerator, Callable
 
-import anyio
 from starlette.types import Receive, Send
 
+from llm_api_router.disconnect import ClientGone, unless_client_leaves
 from llm_api_router.errors import UpstreamTimeout, UpstreamTransportError
 from llm_api_router.families import ApiFamily, StreamTracker
 from llm_api_router.sse import SSEDecoder
@@ -171,32 +171,22 @@ async def stream_to_client(
     with the ``time.perf_counter()`` of the first body byte sent (None if none was).
     """
     body = relay.body()
-    first_byte: list[float] = []
+    first_byte: float | None = None
 
     async def send_all() -> None:
-        try:
-            await send({"type": "http.response.start", "status": status, "headers": headers})
-            async for chunk in body:
-                await send({"type": "http.response.body", "body": chunk, "more_body": True})
-                if not first_byte:
-                    first_byte.append(time.perf_counter())
-            await send({"type": "http.response.body", "body": b"", "more_body": False})
-        except OSError:
-            pass  # the client went away while we were writing
+        nonlocal first_byte
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        async for chunk in body:
+            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            if first_byte is None:
+                first_byte = time.perf_counter()
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
 
     try:
-        async with anyio.create_task_group() as group:
-
-            async def watch_disconnect() -> None:
-                while (await receive())["type"] != "http.disconnect":
-                    pass
-                group.cancel_scope.cancel()
-
-            group.start_soon(watch_disconnect)
-            await send_all()
-            group.cancel_scope.cancel()
+        await unless_client_leaves(receive, send_all())
+    except (ClientGone, OSError):
+        pass  # the client went away: the relay's upstream is closed below
     finally:
-        with anyio.CancelScope(shield=True):
-            await body.aclose()
+        await body.aclose()
         relay.abort()
-        on_done(first_byte[0] if first_byte else None, relay.outcome or "client_disconnected")
+        on_done(first_byte, relay.outcome or StreamOutcome.CLIENT_DISCONNECTED)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
@@ -27,9 +28,19 @@ def fake(fake_upstream: FakeUpstreamThread) -> Iterator[FakeUpstreamThread]:
     fake_upstream.reset()
 
 
+@pytest.fixture(scope="session")
+def _router_stopper() -> Iterator[ThreadPoolExecutor]:
+    with ThreadPoolExecutor(max_workers=4, thread_name_prefix="router-stop") as pool:
+        yield pool
+
+
 @pytest.fixture
-def start_router() -> Iterator[StartRouter]:
-    """Start a router for a config dict; every router started is stopped after the test."""
+def start_router(_router_stopper: ThreadPoolExecutor) -> Iterator[StartRouter]:
+    """Start a router for a config dict; every router started is stopped after the test.
+
+    Stopping happens in the background (uvicorn takes ~0.2 s to shut down and the suite
+    starts hundreds of routers); the pool is joined at the end of the session.
+    """
     servers: list[RouterServer] = []
 
     def start(config: dict[str, Any]) -> RouterServer:
@@ -39,7 +50,7 @@ def start_router() -> Iterator[StartRouter]:
 
     yield start
     for server in servers:
-        server.stop()
+        _router_stopper.submit(server.stop)
 
 
 @pytest.fixture

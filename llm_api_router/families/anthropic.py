@@ -13,6 +13,7 @@ from llm_api_router.families.base import (
     ChatRequest,
     StreamTracker,
     UpstreamErrorInfo,
+    error_info_of,
     loads_object,
     wrong_type,
 )
@@ -73,13 +74,6 @@ class AnthropicFamily(ApiFamily):
             headers["anthropic-version"] = DEFAULT_ANTHROPIC_VERSION
         return headers
 
-    def error_info(self, body: bytes) -> UpstreamErrorInfo | None:
-        data = loads_object(body)
-        error = data.get("error") if data else None
-        if not isinstance(error, dict):
-            return None
-        return _info(error)
-
     def is_context_length_error(self, status: int, info: UpstreamErrorInfo | None) -> bool:
         return (
             status == 400
@@ -113,16 +107,6 @@ def _error_object(status: int, message: str) -> dict[str, str]:
     return {"type": error_type, "message": message}
 
 
-def _info(error: dict[str, Any]) -> UpstreamErrorInfo:
-    kind = error.get("type")
-    message = error.get("message")
-    return UpstreamErrorInfo(
-        type=kind if isinstance(kind, str) else None,
-        code=None,
-        message=message if isinstance(message, str) else "",
-    )
-
-
 class _AnthropicStreamTracker(StreamTracker):
     """Natural end: ``message_stop``."""
 
@@ -140,7 +124,11 @@ class _AnthropicStreamTracker(StreamTracker):
         if name == "error" or (name is None and '"type":"error"' in event.data.replace(" ", "")):
             data = loads_object(event.data.encode())
             error = data.get("error") if data else None
-            return _info(error) if isinstance(error, dict) else UpstreamErrorInfo(None, None, "")
+            return (
+                error_info_of(error)
+                if isinstance(error, dict)
+                else UpstreamErrorInfo(None, None, "")
+            )
         return None
 
     def completion(self) -> bytes:

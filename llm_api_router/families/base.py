@@ -18,6 +18,7 @@ __all__ = [
     "ChatRequest",
     "StreamTracker",
     "UpstreamErrorInfo",
+    "error_info_of",
     "loads_object",
     "wrong_type",
 ]
@@ -129,9 +130,14 @@ class ApiFamily(abc.ABC):
 
     # -- upstream outcomes ----------------------------------------------------------------
 
-    @abc.abstractmethod
     def error_info(self, body: bytes) -> UpstreamErrorInfo | None:
-        """Parse an upstream error body, or None if it is not this family's error shape."""
+        """Parse an upstream error body, or None if it has no ``error`` object.
+
+        Both families nest it the same way: ``{"error": {"type", "message"[, "code"]}}``.
+        """
+        data = loads_object(body)
+        error = data.get("error") if data else None
+        return error_info_of(error) if isinstance(error, dict) else None
 
     @abc.abstractmethod
     def is_context_length_error(self, status: int, info: UpstreamErrorInfo | None) -> bool:
@@ -182,6 +188,21 @@ def wrong_type(field: str, expected: str, value: Any) -> ClientRequestError:
         400,
         f"Invalid type for '{field}': expected {expected}, got {_json_type(value)}.",
         param=field,
+    )
+
+
+def error_info_of(error: Any) -> UpstreamErrorInfo:
+    """The routing-relevant parts of an ``error`` value (wrong types read as absent)."""
+    if not isinstance(error, dict):
+        return UpstreamErrorInfo(None, None, "")
+
+    def text(value: Any) -> str | None:
+        return value if isinstance(value, str) else None
+
+    return UpstreamErrorInfo(
+        type=text(error.get("type")),
+        code=text(error.get("code")),
+        message=text(error.get("message")) or "",
     )
 
 

@@ -13,7 +13,7 @@ from llm_api_router.families.base import (
     ChatRequest,
     StreamTracker,
     UpstreamErrorInfo,
-    loads_object,
+    error_info_of,
 )
 from llm_api_router.sse import SSEEvent
 
@@ -58,13 +58,6 @@ class OpenAIFamily(ApiFamily):
             headers["openai-project"] = provider.project
         return headers
 
-    def error_info(self, body: bytes) -> UpstreamErrorInfo | None:
-        data = loads_object(body)
-        error = data.get("error") if data else None
-        if not isinstance(error, dict):
-            return None
-        return _info(error)
-
     def is_context_length_error(self, status: int, info: UpstreamErrorInfo | None) -> bool:
         if status != 400 or info is None:
             return False
@@ -106,17 +99,6 @@ def _error_object(status: int, message: str, code: str | None, param: str | None
     return {"message": message, "type": error_type, "param": param, "code": code or default_code}
 
 
-def _info(error: dict[str, Any]) -> UpstreamErrorInfo:
-    def text(value: Any) -> str | None:
-        return value if isinstance(value, str) else None
-
-    return UpstreamErrorInfo(
-        type=text(error.get("type")),
-        code=text(error.get("code")),
-        message=text(error.get("message")) or "",
-    )
-
-
 class _OpenAIStreamTracker(StreamTracker):
     """Natural end: every choice seen has a finish_reason (and usage came, if asked for)."""
 
@@ -156,7 +138,11 @@ class _OpenAIStreamTracker(StreamTracker):
             return None
         error = chunk.get("error")
         if error:
-            return _info(error) if isinstance(error, dict) else UpstreamErrorInfo(None, None, "")
+            return (
+                error_info_of(error)
+                if isinstance(error, dict)
+                else UpstreamErrorInfo(None, None, "")
+            )
         choices = chunk.get("choices")
         if isinstance(choices, list):
             for choice in choices:

@@ -12,9 +12,8 @@ import json
 import logging
 import socket
 import ssl
-import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -51,36 +50,10 @@ MESSAGES = [{"role": "user", "content": "hi"}]
 
 # --------------------------------------------------------------------------- helpers
 
-_stopping: list[threading.Thread] = []
 
 # One TLS context for every client: building one per client (loading the CA bundle) costs
 # ~40 ms, and the router is plain http anyway.
 TLS = ssl.create_default_context()
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _join_stopped_routers() -> Iterator[None]:
-    yield
-    while _stopping:
-        _stopping.pop().join(15)
-
-
-@pytest.fixture
-def start_router() -> Iterator[StartRouter]:
-    """Like the conftest fixture, but routers are stopped in the background (uvicorn takes
-    ~0.2 s to shut down) and joined at the end of the module, to keep the suite fast."""
-    servers: list[RouterServer] = []
-
-    def start(config: dict[str, Any]) -> RouterServer:
-        server = RouterServer(config).start()
-        servers.append(server)
-        return server
-
-    yield start
-    for server in servers:
-        thread = threading.Thread(target=server.stop, daemon=True)
-        thread.start()
-        _stopping.append(thread)
 
 
 @dataclass

@@ -9,7 +9,7 @@ first-token timeouts, client disconnects and usage chunks -- through both offici
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from itertools import pairwise
@@ -114,28 +114,6 @@ def assert_complete(result: RawStream) -> None:
         assert result.events[-1].is_done, result.body[-300:]
     else:
         assert result.events[-1].event == "message_stop", result.body[-300:]
-
-
-@pytest.fixture(scope="module")
-def _router_stopper() -> Iterator[ThreadPoolExecutor]:
-    with ThreadPoolExecutor(max_workers=4, thread_name_prefix="router-stop") as pool:
-        yield pool
-
-
-@pytest.fixture
-def start_router(_router_stopper: ThreadPoolExecutor) -> Iterator[StartRouter]:
-    """Like the conftest fixture, but routers are stopped in the background after the test
-    (uvicorn's shutdown costs ~0.15 s a router; this module starts ~80 of them)."""
-    servers: list[RouterServer] = []
-
-    def start(config: dict[str, Any]) -> RouterServer:
-        server = RouterServer(config).start()
-        servers.append(server)
-        return server
-
-    yield start
-    for server in servers:
-        _router_stopper.submit(server.stop)
 
 
 def single(router_factory: StartRouter, family: str, *providers: dict[str, Any]) -> RouterServer:

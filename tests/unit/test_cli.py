@@ -145,6 +145,16 @@ def test_app_factory_uses_the_validated_path(
     assert app.title == "LLM API Router"
 
 
+def test_workers(served: list[dict[str, Any]], in_tmp: Path) -> None:
+    assert cli.main(["--workers", "3"]) == 0
+    assert served[-1]["workers"] == 3
+    assert cli.main([]) == 0
+    assert served[-1]["workers"] == 1
+    with pytest.raises(SystemExit) as caught:
+        cli.main(["--workers", "0"])
+    assert caught.value.code == 2
+
+
 def test_version_and_help(capsys: pytest.CaptureFixture[str]) -> None:
     for flag in ("--version", "--help"):
         with pytest.raises(SystemExit) as caught:
