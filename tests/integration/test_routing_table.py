@@ -682,6 +682,23 @@ def test_other_4xx_status_and_body_are_byte_identical(
 BREAKER = {**FAST, "circuit_breaker_threshold": 2, "circuit_breaker_cooldown": 1}
 
 
+def open_circuit_of_a(
+    fake: FakeUpstreamThread, start_router: StartRouter, provider: Provider, family: str
+) -> RouterServer:
+    """A router whose primary ``a`` failed twice (BREAKER threshold): its circuit is open."""
+    router = start_router(
+        {
+            family: [provider("a", family, max_retries=0), provider("b", family, priority=2)],
+            "settings": BREAKER,
+        }
+    )
+    fake.set_default("a", Error(500))
+    for _ in range(2):
+        sdk_call(router, family)
+    assert health_row(router, family, "a")["state"] == "circuit_open"
+    return router
+
+
 @pytest.mark.parametrize("family", FAMILIES)
 def test_circuit_breaker_opens_then_a_successful_probe_closes_it(
     fake: FakeUpstreamThread, start_router: StartRouter, provider: Provider, family: str
@@ -719,16 +736,7 @@ def test_circuit_breaker_opens_then_a_successful_probe_closes_it(
 def test_circuit_breaker_failed_probe_opens_it_again(
     fake: FakeUpstreamThread, start_router: StartRouter, provider: Provider, family: str
 ) -> None:
-    router = start_router(
-        {
-            family: [provider("a", family, max_retries=0), provider("b", family, priority=2)],
-            "settings": BREAKER,
-        }
-    )
-    fake.set_default("a", Error(500))
-    for _ in range(2):
-        sdk_call(router, family)
-    assert health_row(router, family, "a")["state"] == "circuit_open"
+    router = open_circuit_of_a(fake, start_router, provider, family)
     time.sleep(1.1)
     assert sdk_call(router, family).headers["x-router-attempts"] == "2"  # the probe, then b
     assert count(fake, "a") == 3
@@ -741,16 +749,7 @@ def test_circuit_breaker_failed_probe_opens_it_again(
 def test_half_open_circuit_lets_exactly_one_probe_through(
     fake: FakeUpstreamThread, start_router: StartRouter, provider: Provider, family: str
 ) -> None:
-    router = start_router(
-        {
-            family: [provider("a", family, max_retries=0), provider("b", family, priority=2)],
-            "settings": BREAKER,
-        }
-    )
-    fake.set_default("a", Error(500))
-    for _ in range(2):
-        sdk_call(router, family)
-    assert health_row(router, family, "a")["state"] == "circuit_open"
+    router = open_circuit_of_a(fake, start_router, provider, family)
     time.sleep(1.1)
     fake.set_default("a", Ok(delay=1.0))  # a slow probe: others arrive while it is running
     with ThreadPoolExecutor(max_workers=6) as pool:
