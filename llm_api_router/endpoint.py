@@ -35,10 +35,12 @@ from llm_api_router.logs import ACCESS_LOGGER
 from llm_api_router.metrics import RouterMetrics
 from llm_api_router.streaming import stream_to_client
 
-__all__ = ["REQUEST_ID_HEADER", "ChatEndpoint"]
+__all__ = ["CLIENT_CLOSED_REQUEST", "REQUEST_ID_HEADER", "ChatEndpoint"]
 
 #: The response header that carries the router's request id.
 REQUEST_ID_HEADER = "x-router-request-id"
+#: Status logged for a client that left before its answer was sent (nginx's convention).
+CLIENT_CLOSED_REQUEST = 499
 
 _JSON_TYPES = ("application/json", "text/json")
 _JSON_CONTENT_TYPE = (b"content-type", b"application/json")
@@ -91,7 +93,8 @@ class ChatEndpoint:
         try:
             await self._answer(scope, headers, receive, send, exchange)
         except ClientGone:
-            self._finish(exchange, None, "client_disconnected")
+            exchange.status = CLIENT_CLOSED_REQUEST
+            self._finish(exchange, None, "client_disconnected" if exchange.stream else None)
         except BaseException:
             self._in_flight.dec()
             raise

@@ -22,6 +22,7 @@ from tests.conftest import StartRouter
 from tests.fake_upstream import (
     Error,
     FakeUpstreamThread,
+    Hang,
     Ok,
     Stream,
     overloaded,
@@ -256,6 +257,34 @@ def test_access_record_for_streams(
         assert isinstance(record.ttfb_ms, int | float)
         assert 0 <= record.ttfb_ms <= record.latency_ms
         check_attempts(record, [(first, "ok", 200)])
+
+
+def test_client_leaving_a_waiting_request_is_logged_as_499(
+    fake: FakeUpstreamThread,
+    start_router: StartRouter,
+    provider: Provider,
+    http: httpx.Client,
+    access: Callable[[], list[logging.LogRecord]],
+) -> None:
+    router = start_router(two_by_two(provider))
+    fake.script("a", Hang(30))
+    with httpx.Client(timeout=0.5) as client, pytest.raises(httpx.ReadTimeout):
+        client.post(router.url + OPENAI, json=OPENAI_BODY, headers={"x-request-id": "left"})
+    # The router gives up on the upstream at once, and says so once.
+    assert fake.wait_for_disconnect("a", timeout=1.0) is not None
+    deadline = time.monotonic() + 2
+    while not [r for r in access() if r.request_id == "left"] and time.monotonic() < deadline:
+        time.sleep(0.02)
+    record = one_record(access, "left")
+    assert record.status == 499
+    assert record.stream is False
+    assert not hasattr(record, "stream_outcome")
+    samples = scrape(http, router.url)
+    assert value(samples, "llm_router_in_flight_requests", family="openai") == 0
+    assert (
+        value(samples, "llm_router_requests_total", family="openai", provider="none", status="499")
+        == 1
+    )
 
 
 def test_stream_client_disconnect_is_logged_and_counted(
