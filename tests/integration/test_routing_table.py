@@ -13,7 +13,7 @@ import logging
 import socket
 import ssl
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -255,58 +255,6 @@ def test_429_cooldown_ends_and_the_provider_is_used_again(
     assert count(fake, "a") == 2
 
 
-@pytest.mark.parametrize("family", FAMILIES)
-def test_retry_after_ms_is_honoured(
-    fake: FakeUpstreamThread, start_router: StartRouter, provider: Provider, family: str
-) -> None:
-    router = start_router(
-        {
-            family: [provider("a", family), provider("b", family, priority=2)],
-            "settings": {"rate_limit_cooldown": 60},
-        }
-    )
-    fake.script("a", rate_limited(retry_after_ms=1500))
-    assert sdk_call(router, family).headers["x-router-provider"] == "b"
-    row = health_row(router, family, "a")
-    assert row["state"] == "cooling_down"
-    assert 0.5 < row["cooldown_seconds_left"] <= 1.5
-
-
-@pytest.mark.parametrize("family", FAMILIES)
-def test_429_without_retry_after_uses_the_default_cooldown(
-    fake: FakeUpstreamThread, start_router: StartRouter, provider: Provider, family: str
-) -> None:
-    router = start_router(
-        {
-            family: [provider("a", family), provider("b", family, priority=2)],
-            "settings": {"rate_limit_cooldown": 42},
-        }
-    )
-    fake.script("a", rate_limited())
-    assert sdk_call(router, family).headers["x-router-provider"] == "b"
-    row = health_row(router, family, "a")
-    assert row["state"] == "cooling_down"
-    assert 38 < row["cooldown_seconds_left"] <= 42
-
-
-@pytest.mark.parametrize("family", FAMILIES)
-def test_retry_after_as_http_date_is_honoured(
-    fake: FakeUpstreamThread, start_router: StartRouter, provider: Provider, family: str
-) -> None:
-    router = start_router(
-        {
-            family: [provider("a", family), provider("b", family, priority=2)],
-            "settings": {"rate_limit_cooldown": 1},
-        }
-    )
-    when = email.utils.formatdate(time.time() + 40, usegmt=True)
-    fake.script("a", Error(429, headers={"retry-after": when}))
-    assert sdk_call(router, family).headers["x-router-provider"] == "b"
-    row = health_row(router, family, "a")
-    assert row["state"] == "cooling_down"
-    assert 35 < row["cooldown_seconds_left"] <= 41
-
-
 def test_anthropic_529_overloaded_moves_on_at_once_and_cools_down(
     fake: FakeUpstreamThread, start_router: StartRouter, provider: Provider
 ) -> None:
@@ -331,20 +279,50 @@ def test_anthropic_529_overloaded_moves_on_at_once_and_cools_down(
     assert count(fake, "a") == 1
 
 
-def test_anthropic_529_without_retry_after_cools_down_by_default(
-    fake: FakeUpstreamThread, start_router: StartRouter, provider: Provider
+def _http_date_in(seconds: float) -> Behaviour:
+    when = email.utils.formatdate(time.time() + seconds, usegmt=True)
+    return Error(429, headers={"retry-after": when})
+
+
+# (name, families, the rate-limit answer, settings.rate_limit_cooldown, expected seconds left)
+COOLDOWN_CASES: list[tuple[str, Sequence[str], Callable[[], Behaviour], float, float, float]] = [
+    ("retry-after-ms", FAMILIES, lambda: rate_limited(retry_after_ms=1500), 60, 0.5, 1.5),
+    ("no-header-default", FAMILIES, rate_limited, 42, 38, 42),
+    ("retry-after-http-date", FAMILIES, lambda: _http_date_in(40), 1, 35, 41),
+    ("529-no-header-default", ("anthropic",), overloaded, 42, 38, 42),
+]
+
+
+@pytest.mark.parametrize(
+    ("family", "answer", "default", "low", "high"),
+    [
+        pytest.param(family, answer, default, low, high, id=f"{name}-{family}")
+        for name, families, answer, default, low, high in COOLDOWN_CASES
+        for family in families
+    ],
+)
+def test_rate_limit_cooldown_length(
+    fake: FakeUpstreamThread,
+    start_router: StartRouter,
+    provider: Provider,
+    family: str,
+    answer: Callable[[], Behaviour],
+    default: float,
+    low: float,
+    high: float,
 ) -> None:
+    """retry-after-ms wins, an HTTP-date Retry-After counts, no header means the default."""
     router = start_router(
         {
-            "anthropic": [provider("a", "anthropic"), provider("b", "anthropic", priority=2)],
-            "settings": {"rate_limit_cooldown": 42},
+            family: [provider("a", family), provider("b", family, priority=2)],
+            "settings": {"rate_limit_cooldown": default},
         }
     )
-    fake.script("a", overloaded())
-    assert sdk_call(router, "anthropic").headers["x-router-provider"] == "b"
-    row = health_row(router, "anthropic", "a")
+    fake.script("a", answer())
+    assert sdk_call(router, family).headers["x-router-provider"] == "b"
+    row = health_row(router, family, "a")
     assert row["state"] == "cooling_down"
-    assert 38 < row["cooldown_seconds_left"] <= 42
+    assert low < row["cooldown_seconds_left"] <= high
 
 
 # --------------------------------------------------------------------------- retryable
