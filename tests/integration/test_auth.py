@@ -56,13 +56,6 @@ def shared_router(fake_upstream: FakeUpstreamThread) -> Iterator[RouterServer]:
         yield server
 
 
-@pytest.fixture(scope="module")
-def http() -> Iterator[httpx.Client]:
-    """One client for the module: building an SSL context per request costs ~80 ms."""
-    with httpx.Client(timeout=10) as client:
-        yield client
-
-
 class Api:
     """A router plus the client that talks to it."""
 

@@ -5,9 +5,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import socket
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -28,6 +25,7 @@ from tests.fake_upstream import (
     overloaded,
     rate_limited,
 )
+from tests.routerprocess import router_process, wait_until
 from tests.routerserver import RouterServer
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -47,21 +45,6 @@ ANTHROPIC_BODY: dict[str, Any] = {
     "messages": [{"role": "user", "content": "hi"}],
 }
 FAST = {"retry_backoff_base": 0.001, "retry_backoff_max": 0.001}
-
-
-@pytest.fixture(scope="module")
-def http() -> Iterator[httpx.Client]:
-    """One client for the module: building an SSL context per request costs ~80 ms."""
-    with httpx.Client(timeout=10) as client:
-        yield client
-
-
-def wait_until(predicate: Callable[[], object], timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        time.sleep(0.01)
 
 
 def two_by_two(provider: Provider, **settings: Any) -> dict[str, Any]:
@@ -442,61 +425,15 @@ def test_startup_logs_providers_with_priorities(
 def server_process(
     fake: FakeUpstreamThread, provider: Provider, http: httpx.Client, tmp_path: Path
 ) -> Iterator[tuple[str, Path]]:
-    """``python main.py --log-format json`` on a free port: (url, path of its stderr).
-
-    Ready when its /health lists our providers (not some other process's router); a port
-    taken between choosing and binding it gets another try.
-    """
-    config = two_by_two(provider)
+    """``python main.py --log-format json`` on a free port: (url, path of its stderr)."""
     config_path = tmp_path / "config.json"
-    config_path.write_text(json.dumps(config))
+    config_path.write_text(json.dumps(two_by_two(provider)))
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     env.pop("LLM_ROUTER_API_KEYS", None)
     env.pop("LLM_ROUTER_CONFIG", None)
     args = ["--config", str(config_path), "--log-format", "json"]
-    for attempt in range(3):
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            port = sock.getsockname()[1]
-        err_path = tmp_path / f"stderr-{attempt}.log"
-        with err_path.open("wb") as err:
-            process = subprocess.Popen(
-                [sys.executable, "main.py", *args, "--port", str(port)],
-                cwd=ROOT,
-                env=env,
-                stdout=subprocess.DEVNULL,
-                stderr=err,
-            )
-            try:
-                url = f"http://127.0.0.1:{port}"
-                if _ready(url, process, http):
-                    yield url, err_path
-                    return
-            finally:
-                process.terminate()
-                try:
-                    process.wait(10)
-                except subprocess.TimeoutExpired:
-                    process.kill()
-                    process.wait(5)
-        if "already in use" not in err_path.read_text():
-            raise AssertionError(f"the router did not start: {err_path.read_text()}")
-    raise AssertionError("no free port for the router")
-
-
-def _ready(url: str, process: subprocess.Popen[bytes], http: httpx.Client) -> bool:
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            return False
-        try:
-            response = http.get(url + "/health")
-        except httpx.TransportError:
-            time.sleep(0.05)
-            continue
-        assert set(rows_by_name(response.json())) == {"a", "b", "c", "d"}, url
-        return True
-    raise AssertionError("the router did not start in time")
+    with router_process(args, env, tmp_path, http, {"a", "b", "c", "d"}) as (url, _, err_path):
+        yield url, err_path
 
 
 def json_lines(path: Path) -> list[dict[str, Any]]:

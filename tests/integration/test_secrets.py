@@ -3,15 +3,11 @@ error messages or reprs, whatever the traffic (successes, every failure kind, st
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
 import socket
-import subprocess
-import sys
 import threading
-import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +34,7 @@ from tests.fake_upstream import (
     overloaded,
     rate_limited,
 )
+from tests.routerprocess import router_process, wait_until
 from tests.routerserver import RouterServer
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -250,20 +247,6 @@ def assert_no_leak_in_exchanges(exchanges: list[Exchange]) -> None:
         assert leaks(exchange.headers) == [], (exchange.what, exchange.headers)
 
 
-@pytest.fixture(scope="module")
-def http() -> Iterator[httpx.Client]:
-    with httpx.Client(timeout=10) as client:
-        yield client
-
-
-def wait_until(predicate: Any, timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        time.sleep(0.01)
-
-
 # -- in process: every response and every log record ------------------------------------------
 
 
@@ -319,63 +302,6 @@ def test_no_secret_in_the_fake_upstreams_view_of_the_router_key(
 
 
 # -- a real server process: --log-format json --log-level debug --------------------------------
-
-
-@contextlib.contextmanager
-def router_process(
-    args: list[str], env: dict[str, str], tmp_path: Path, http: httpx.Client, names: set[str]
-) -> Iterator[tuple[str, Path, Path]]:
-    """``python main.py ARGS --port P`` on a free port: (url, stdout path, stderr path).
-
-    Ready when its /health lists exactly ``names`` (not some other process's router); a port
-    taken between choosing and binding it gets another try.
-    """
-    for attempt in range(3):
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            port = sock.getsockname()[1]
-        out_path = tmp_path / f"stdout-{attempt}.log"
-        err_path = tmp_path / f"stderr-{attempt}.log"
-        with out_path.open("wb") as out, err_path.open("wb") as err:
-            process = subprocess.Popen(
-                [sys.executable, "main.py", *args, "--port", str(port)],
-                cwd=ROOT,
-                env=env,
-                stdout=out,
-                stderr=err,
-            )
-            try:
-                url = f"http://127.0.0.1:{port}"
-                if _ready(url, process, http, names):
-                    yield url, out_path, err_path
-                    return
-            finally:
-                process.terminate()
-                try:
-                    process.wait(10)
-                except subprocess.TimeoutExpired:
-                    process.kill()
-                    process.wait(5)
-        if "already in use" not in err_path.read_text():
-            raise AssertionError(f"the router did not start: {err_path.read_text()}")
-    raise AssertionError("no free port for the router")
-
-
-def _ready(url: str, process: subprocess.Popen[bytes], http: httpx.Client, names: set[str]) -> bool:
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            return False
-        try:
-            response = http.get(url + "/health")
-        except httpx.TransportError:
-            time.sleep(0.05)
-            continue
-        providers = response.json().get("providers", {})
-        listed = {row["name"] for rows in providers.values() for row in rows}
-        assert listed == names, f"another server answers on {url}"
-        return True
-    raise AssertionError("the router did not start in time")
 
 
 def test_no_secret_in_server_process_output(
