@@ -98,6 +98,8 @@ class Dispatcher:
             )
             for provider in providers
         )
+        # Built once: the hot path only merges them into each attempt's headers.
+        self._auth = {provider.name: family.auth_headers(provider) for provider in providers}
 
     async def dispatch(
         self, request: ChatRequest, client_headers: Mapping[str, str], query: str
@@ -130,9 +132,11 @@ class Dispatcher:
             provider = candidate.provider
             url = provider.base_url + family.upstream_path + query
             body = self._body_for(request, candidate.upstream_model)
+            # Credentials last: nothing the client sends can replace them.
             headers = {
+                **family.default_headers,
                 **client_headers,
-                **family.auth_headers(provider, client_headers),
+                **self._auth[provider.name],
                 "content-type": "application/json",
             }
             for retry in range(provider.max_retries + 1):

@@ -60,19 +60,15 @@ class AnthropicFamily(ApiFamily):
     rate_limit_statuses: ClassVar[frozenset[int]] = frozenset({429, 529})
     private_request_headers: ClassVar[frozenset[str]] = frozenset()
     required_fields: ClassVar[tuple[str, ...]] = ("model", "messages", "max_tokens")
+    default_headers: ClassVar[Mapping[str, str]] = {"anthropic-version": DEFAULT_ANTHROPIC_VERSION}
 
     def check_fields(self, data: dict[str, Any]) -> None:
         max_tokens = data["max_tokens"]
         if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1:
             raise wrong_type("max_tokens", "a positive integer", max_tokens)
 
-    def auth_headers(
-        self, provider: ProviderConfig, client_headers: Mapping[str, str]
-    ) -> dict[str, str]:
-        headers = {"x-api-key": provider.api_key.get_secret_value()}
-        if "anthropic-version" not in client_headers:
-            headers["anthropic-version"] = DEFAULT_ANTHROPIC_VERSION
-        return headers
+    def auth_headers(self, provider: ProviderConfig) -> dict[str, str]:
+        return {"x-api-key": provider.api_key.get_secret_value()}
 
     def is_context_length_error(self, status: int, info: UpstreamErrorInfo | None) -> bool:
         return (

@@ -75,6 +75,8 @@ class ApiFamily(abc.ABC):
     private_request_headers: ClassVar[frozenset[str]]
     #: Fields whose presence and type are checked before anything is forwarded.
     required_fields: ClassVar[tuple[str, ...]]
+    #: Request headers sent upstream unless the client sends its own value.
+    default_headers: ClassVar[Mapping[str, str]] = {}
 
     # -- requests -------------------------------------------------------------------------
 
@@ -123,10 +125,8 @@ class ApiFamily(abc.ABC):
         """Family-specific field checks beyond the common ones."""
 
     @abc.abstractmethod
-    def auth_headers(
-        self, provider: ProviderConfig, client_headers: Mapping[str, str]
-    ) -> dict[str, str]:
-        """Headers that authenticate the router to ``provider`` (plus required versions)."""
+    def auth_headers(self, provider: ProviderConfig) -> dict[str, str]:
+        """Headers that authenticate the router to ``provider`` (computed once per provider)."""
 
     # -- upstream outcomes ----------------------------------------------------------------
 

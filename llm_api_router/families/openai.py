@@ -48,9 +48,7 @@ class OpenAIFamily(ApiFamily):
     )
     required_fields: ClassVar[tuple[str, ...]] = ("model", "messages")
 
-    def auth_headers(
-        self, provider: ProviderConfig, client_headers: Mapping[str, str]
-    ) -> dict[str, str]:
+    def auth_headers(self, provider: ProviderConfig) -> dict[str, str]:
         headers = {"authorization": f"Bearer {provider.api_key.get_secret_value()}"}
         if provider.organization:
             headers["openai-organization"] = provider.organization

@@ -385,3 +385,17 @@ async def test_openai_missing_done_is_completed() -> None:
     assert isinstance(reply, StreamReply)
     assert await collect(reply) == finish + b"data: [DONE]\n\n"
     assert reply.relay.outcome == "complete"
+
+
+async def test_anthropic_version_default_client_value_and_credentials_last() -> None:
+    dispatcher, transport = make_anthropic("a")
+    transport.script("http://a", Canned(chunks=[START, STOP]), Canned(chunks=[START, STOP]))
+    request = AnthropicFamily().parse_request(STREAM_BODY)
+    for client_headers in ({}, {"anthropic-version": "2024-01-01", "x-api-key": "client"}):
+        reply = await dispatcher.dispatch(request, client_headers, "")
+        assert isinstance(reply, StreamReply)
+        await collect(reply)
+    default, chosen = (sent.headers for sent in transport.sent)
+    assert default["anthropic-version"] == "2023-06-01"
+    assert chosen["anthropic-version"] == "2024-01-01"
+    assert default["x-api-key"] == chosen["x-api-key"] == "k-a"

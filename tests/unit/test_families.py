@@ -104,17 +104,14 @@ def test_auth_headers() -> None:
             "anthropic": [{"api_key": "sk-a"}],
         }
     )
-    assert OPENAI.auth_headers(config.openai[0], {}) == {
+    assert OPENAI.auth_headers(config.openai[0]) == {
         "authorization": "Bearer sk-o",
         "openai-organization": "org",
         "openai-project": "p",
     }
-    assert ANTHROPIC.auth_headers(config.anthropic[0], {}) == {
-        "x-api-key": "sk-a",
-        "anthropic-version": "2023-06-01",
-    }
-    client = {"anthropic-version": "2024-01-01"}
-    assert "anthropic-version" not in ANTHROPIC.auth_headers(config.anthropic[0], client)
+    assert ANTHROPIC.auth_headers(config.anthropic[0]) == {"x-api-key": "sk-a"}
+    assert ANTHROPIC.default_headers == {"anthropic-version": "2023-06-01"}
+    assert OPENAI.default_headers == {}
 
 
 def feed(family: ApiFamily, stream: bytes, include_usage: bool = False):  # type: ignore[no-untyped-def]
