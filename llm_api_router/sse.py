@@ -38,6 +38,8 @@ class SSEEvent:
     @property
     def is_comment(self) -> bool:
         """True for comment/keep-alive blocks that carry neither a name nor data."""
+        if self.raw.startswith((b"data:", b"event:")):
+            return False  # the usual case, decided without parsing
         if not self._parsed:
             self._parse()
         return self._event is None and not self._has_data
@@ -113,21 +115,10 @@ class SSEDecoder:
             if held:
                 buffer = buffer[:-1]
             buffer = buffer.replace(b"\r\n", b"\n").replace(b"\r", b"\n") + held
-        events: list[SSEEvent] = []
-        start = 0
-        find = buffer.find
-        while True:
-            end = find(b"\n\n", start)
-            if end < 0:
-                break
-            # Blank lines between events are not events of their own.
-            while start < end and buffer[start] == 0x0A:
-                start += 1
-            if start < end:
-                events.append(SSEEvent(buffer[start : end + 2]))
-            start = end + 2
-        self._buffer = buffer[start:]
-        return events
+        *blocks, self._buffer = buffer.split(b"\n\n")
+        # A run of blank lines between events is not an event of its own.
+        stripped = (block.lstrip(b"\n") for block in blocks)
+        return [SSEEvent(block + b"\n\n") for block in stripped if block]
 
     def flush(self) -> SSEEvent | None:
         """The unterminated remainder at end of stream, if any (a cut or sloppy upstream)."""

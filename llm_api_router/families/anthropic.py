@@ -113,6 +113,9 @@ class _AnthropicStreamTracker(StreamTracker):
         self.terminal = False
 
     def observe(self, event: SSEEvent) -> UpstreamErrorInfo | None:
+        raw = event.raw
+        if raw.startswith(b"event: ") and b"error" not in raw and b"message_stop" not in raw:
+            return None  # a named event that is neither the end nor an error: nothing to learn
         name = event.event
         if name == "message_stop":
             self.finished = self.terminal = True

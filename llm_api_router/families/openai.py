@@ -120,13 +120,20 @@ class _OpenAIStreamTracker(StreamTracker):
         self.terminal = False
 
     def observe(self, event: SSEEvent) -> UpstreamErrorInfo | None:
+        raw = event.raw
+        if (
+            self._single_choice
+            and b'"finish_reason":null' in raw
+            and b'"error"' not in raw
+            and b"[DONE]" not in raw
+        ):
+            # A plain content chunk of the only choice: nothing to learn from parsing it.
+            # (Checked on the wire bytes: what is absent there is absent from the data.)
+            self._seen.add(0)
+            return None
         data = event.data
         if data.startswith("[DONE]"):
             self.finished = self.terminal = True
-            return None
-        if self._single_choice and '"finish_reason":null' in data and '"error"' not in data:
-            # A plain content chunk of the only choice: nothing to learn from parsing it.
-            self._seen.add(0)
             return None
         try:
             chunk = orjson.loads(data)

@@ -183,3 +183,31 @@ def test_anthropic_tracker() -> None:
     tracker, errors = feed(ANTHROPIC, error)
     assert errors[0].type == "overloaded_error"
     assert ANTHROPIC.stream_error_status(errors[0]) == 529
+
+
+def test_openai_tracker_content_that_mentions_error_or_done_is_plain() -> None:
+    # The wire-level shortcut must not mistake a model's words for protocol: these chunks
+    # contain "error" and [DONE] in their text and are ordinary content.
+    words = ['the "error" was', "data: [DONE]", '"finish_reason":"stop"']
+    stream = b"".join(
+        chunk(choices=[{"index": 0, "delta": {"content": w}, "finish_reason": None}])
+        for w in words
+    )
+    tracker, errors = feed(OPENAI, stream)
+    assert errors == []
+    assert not tracker.finished and not tracker.terminal
+
+
+def test_anthropic_tracker_content_that_mentions_error_or_stop_is_plain() -> None:
+    delta = (
+        b"event: content_block_delta\n"
+        b'data: {"type":"content_block_delta","index":0,"delta":{"type":"text_delta",'
+        b'"text":"an error, then message_stop, then \\"type\\":\\"error\\""}}\n\n'
+    )
+    tracker, errors = feed(ANTHROPIC, delta)
+    assert errors == []
+    assert not tracker.finished and not tracker.terminal
+    # An unnamed event is judged by its data, as before.
+    unnamed = b'data: {"type":"error","error":{"type":"api_error","message":"m"}}\n\n'
+    tracker, errors = feed(ANTHROPIC, delta + unnamed)
+    assert [e.type for e in errors] == ["api_error"]

@@ -85,3 +85,11 @@ def test_field_without_space_and_unknown_fields() -> None:
     (event,) = SSEDecoder().feed(b"id: 7\nretry: 100\nevent:x\ndata:y\n\n")
     assert event.event == "x"
     assert event.data == "y"
+
+
+def test_blank_line_runs_between_events_are_skipped() -> None:
+    decoder = SSEDecoder()
+    events = decoder.feed(b"\n\ndata: a\n\n\n\n\ndata: b\n\n\n")
+    assert [e.raw for e in events] == [b"data: a\n\n", b"data: b\n\n"]
+    assert [e.raw for e in decoder.feed(b"\ndata: c\n\n")] == [b"data: c\n\n"]
+    assert not decoder.pending
