@@ -36,7 +36,6 @@ WRK_LUA = BENCH / "wrk_post.lua"
 DEFAULT_REPORT = BENCH / "RESULTS.md"
 HOST = "127.0.0.1"
 
-CLIENTS = ("aiohttp", "httpx", "httpx2")
 NOT_RUN = "not run"
 OTHER_CPU_WARN = 0.10  # rows during which other processes used more than this many cores
 
@@ -156,6 +155,38 @@ SCENARIOS = (
 EXTRA_STEPS = ("startup",)
 
 
+@dataclass(frozen=True)
+class Variant:
+    """A bare forwarder: ``bench/bare_forwarder.py --server SERVER --client CLIENT``."""
+
+    name: str  # the --clients value; the system is bare-<name>
+    server: str  # uvicorn (ASGI, uvloop + httptools) | granian (RSGI, uvloop, 1 worker process)
+    client: str  # aiohttp | httpx | httpx2 | pyreqwest
+
+    @property
+    def system(self) -> str:
+        return f"bare-{self.name}"
+
+    @property
+    def packages(self) -> tuple[str, str]:
+        return self.server, self.client
+
+
+# Default order; the first selected one is the reference for router/bare ratios (the router
+# itself runs on uvicorn + aiohttp).  The position here fixes each variant's port.
+VARIANTS = {
+    v.name: v
+    for v in (
+        Variant("aiohttp", "uvicorn", "aiohttp"),
+        Variant("httpx2", "uvicorn", "httpx2"),
+        Variant("pyreqwest", "uvicorn", "pyreqwest"),
+        Variant("granian-aiohttp", "granian", "aiohttp"),
+        Variant("granian-pyreqwest", "granian", "pyreqwest"),
+        Variant("httpx", "uvicorn", "httpx"),
+    )
+}
+
+
 @dataclass
 class Settings:
     duration: int
@@ -167,18 +198,21 @@ class Settings:
     sut_cpu: int
     load_cpu: int
     port_base: int
-    clients: tuple[str, ...]
+    variants: tuple[str, ...]  # names in VARIANTS, in the order given by --clients
     only: tuple[str, ...]
     quick: bool
     report: Path | None = None
 
     def port(self, system: str) -> int:
         offsets = {"upstream": 1, "nginx-proxy": 2, "router": 3}
-        offsets.update({f"bare-{c}": 4 + i for i, c in enumerate(CLIENTS)})
+        offsets.update({v.system: 4 + i for i, v in enumerate(VARIANTS.values())})
         return self.port_base + offsets[system]
 
     def wants(self, step: str) -> bool:
         return not self.only or step in self.only
+
+    def bare_systems(self) -> list[str]:
+        return [VARIANTS[name].system for name in self.variants]
 
 
 # --------------------------------------------------------------------------- processes
@@ -217,6 +251,9 @@ class Proc:
         return self.popen.poll() is None
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 10.0) -> None:
+        """Signal the group (server and workers: nginx, granian), wait for the parent, then
+        SIGKILL whatever is left: the group, and by PID any descendant that left it."""
+        descendants = [(p, start_ticks(p)) for p in process_tree(self.pid)[1:]]
         if self.alive():
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.pid, sig)
@@ -229,6 +266,10 @@ class Proc:
         # anything left in the group (e.g. worker processes of a killed parent)
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.pid, signal.SIGKILL)
+        for pid, start in descendants:  # same PID and start time: still the same process
+            if start is not None and start_ticks(pid) == start:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(pid, signal.SIGKILL)
         self._log_file.close()
 
     def log_tail(self, lines: int = 15) -> str:
@@ -245,6 +286,15 @@ def process_tree(pid: int) -> list[int]:
             for child in task.read_text().split():
                 out.extend(process_tree(int(child)))
     return out
+
+
+def start_ticks(pid: int) -> int | None:
+    """Start time of a live (non-zombie) process in clock ticks after boot; None if gone."""
+    with contextlib.suppress(OSError, IndexError, ValueError):
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        if fields[0] != "Z":
+            return int(fields[19])
+    return None
 
 
 def memory_kib(pid: int) -> dict[str, int]:
@@ -596,12 +646,12 @@ class Bench:
         return self.s.port(system), scenario.prefix + scenario.family.upstream_path
 
     def closed_systems(self) -> list[str]:
-        return ["direct", "nginx-proxy", *(f"bare-{c}" for c in self.s.clients), "router"]
+        return ["direct", "nginx-proxy", *self.s.bare_systems(), "router"]
 
     # ---- infrastructure
 
     def start_infra(self) -> None:
-        for name in ("upstream", "nginx-proxy", "router", *(f"bare-{c}" for c in self.s.clients)):
+        for name in ("upstream", "nginx-proxy", "router", *self.s.bare_systems()):
             if not port_free(self.s.port(name)):
                 raise RuntimeError(f"port {self.s.port(name)} ({name}) is in use; try --port-base")
         nginx = shutil.which("nginx") or "/usr/sbin/nginx"
@@ -679,16 +729,19 @@ class Bench:
     def router_env(self) -> dict[str, str]:
         return {**os.environ, "LLM_ROUTER_BENCH": "1", "PYTHONUNBUFFERED": "1"}
 
-    def bare_argv(self, client: str, port: int) -> list[str]:
+    def bare_argv(self, name: str) -> list[str]:
+        variant = VARIANTS[name]
         upstream = f"http://{HOST}:{self.s.port('upstream')}"
         script = str(BENCH / "bare_forwarder.py")
         return [
             self.python,
             script,
+            "--server",
+            variant.server,
             "--client",
-            client,
+            variant.client,
             "--port",
-            str(port),
+            str(self.s.port(variant.system)),
             "--upstream",
             upstream,
         ]
@@ -697,7 +750,7 @@ class Bench:
         """A fresh process of a Python system under test, or (None, why it is not run)."""
         name = f"{system}-{scenario.name}"
         if system.startswith("bare-"):
-            argv = self.bare_argv(system.removeprefix("bare-"), self.s.port(system))
+            argv = self.bare_argv(system.removeprefix("bare-"))
             proc = self.spawn(name, argv, self.s.sut_cpu)
         else:
             group = scenario.group
@@ -817,7 +870,7 @@ class Bench:
             **noise,
         }
         self.log(
-            f"  {system:<13} {row.rps:>9,.0f} req/s  p50 {row.p50:7.2f} ms  p99 {row.p99:7.2f} ms"
+            f"  {system:<22} {row.rps:>9,.0f} req/s  p50 {row.p50:7.2f} ms  p99 {row.p99:7.2f} ms"
             f"  non-2xx {row.non_2xx}  errors {row.errors}  other CPU {noise['other_cores']:.0%}"
         )
         return row
@@ -865,7 +918,7 @@ class Bench:
         row.non_2xx, row.errors = res["non_2xx"], res["errors"]
         row.extra = {**res, **noise}
         self.log(
-            f"  {system:<13} {row.rps:>7.1f} req/s  p50 {row.p50:6.2f}  p90 {row.p90:6.2f}"
+            f"  {system:<22} {row.rps:>7.1f} req/s  p50 {row.p50:6.2f}  p90 {row.p90:6.2f}"
             f"  p99 {row.p99:6.2f} ms  (send lag p99 {res['send_lag_ms']['p99']:.2f} ms)"
             f"  other CPU {noise['other_cores']:.0%}"
         )
@@ -953,9 +1006,11 @@ class Bench:
             cases.append(("router", argv, self.router_env(), self.s.port("router")))
         else:
             self.startup["router"] = {"status": NOT_RUN, "reason": "main.py does not exist yet"}
-        for client in self.s.clients[:1]:
-            name = f"bare-{client}"
-            cases.append((name, self.bare_argv(client, self.s.port(name)), None, self.s.port(name)))
+        first_per_server: dict[str, Variant] = {}
+        for name in self.s.variants:
+            first_per_server.setdefault(VARIANTS[name].server, VARIANTS[name])
+        for v in first_per_server.values():
+            cases.append((v.system, self.bare_argv(v.name), None, self.s.port(v.system)))
         for name, argv, env, port in cases:
             times: list[float] = []
             problem = ""
@@ -1084,7 +1139,16 @@ class Report:
             f"Python {platform.python_version()}",
             *(
                 f"{p} {pkg_version(p)}"
-                for p in ("uvicorn", "uvloop", "httptools", "aiohttp", "httpx", "httpx2")
+                for p in (
+                    "uvicorn",
+                    "uvloop",
+                    "httptools",
+                    "granian",
+                    "aiohttp",
+                    "httpx",
+                    "httpx2",
+                    "pyreqwest",
+                )
             ),
             f"fastapi {pkg_version('fastapi')}",
             f"starlette {pkg_version('starlette')}",
@@ -1108,8 +1172,10 @@ class Report:
             f"- Raw output: `{b.run_dir.relative_to(REPO)}/` (git-ignored)",
             "",
             "Systems: **direct** = wrk → upstream nginx; **nginx-proxy** = nginx reverse proxy "
-            "(1 worker, keepalive pool); **bare-<client>** = `bench/bare_forwarder.py` (raw ASGI, "
-            "uvicorn + uvloop + httptools, one pooled client); **router** = `main.py`, 1 worker. "
+            "(1 worker, keepalive pool); **bare-<variant>** = `bench/bare_forwarder.py`, one "
+            "pooled client (aiohttp, httpx, httpx2 or pyreqwest, as named) in a raw ASGI app on "
+            "uvicorn + uvloop + httptools, or for **bare-granian-<client>** a raw RSGI app on "
+            "granian (1 worker process, uvloop); **router** = `main.py`, 1 worker. "
             "The machine is shared and noisy: compare ratios within this run, not absolute "
             "numbers across runs.",
             "",
@@ -1139,9 +1205,10 @@ class Report:
                 self.add(f"| {system} | {r.status}: {r.reason} | | | | | | | | |")
         self.add("", "| ratio | req/s | p50 | p99 |", "|---|---:|---:|---:|")
         pairs = [("router", "direct"), ("router", "nginx-proxy")]
-        pairs += [(f"bare-{c}", "nginx-proxy") for c in self.b.s.clients]
-        if self.b.s.clients:
-            pairs.append(("router", f"bare-{self.b.s.clients[0]}"))
+        bare = self.b.s.bare_systems()
+        pairs += [(system, "nginx-proxy") for system in bare]
+        if bare:
+            pairs.append(("router", bare[0]))
         for a, b in pairs:
             self.add(f"| {a} / {b} | " + " | ".join(self.ratio_cells(sc.name, a, b)) + " |")
         self.add("")
@@ -1237,13 +1304,14 @@ class Report:
         mem = self.b.memory
         if not mem:
             return
-        systems = [f"bare-{c}" for c in self.b.s.clients] + ["router"]
+        systems = [*self.b.s.bare_systems(), "router"]
         self.add(
             "## Memory",
             "",
             "Each Python system under test is a fresh process per scenario. Cells: RSS right "
             "after start-up → peak RSS (VmHWM) at the end of the scenario's load, in MiB, from "
-            "`/proc/PID/status` (summed over child processes, if any).",
+            "`/proc/PID/status` (summed over child processes, if any: for bare-granian-* the "
+            "granian server process and its worker).",
             "",
             "| scenario | " + " | ".join(systems) + " |",
             "|---|" + "---:|" * len(systems),
@@ -1296,7 +1364,7 @@ class Report:
         closed = [sc for sc in SCENARIOS if sc.kind == "closed" and sc.name in self.b.results]
         if not closed:
             return
-        first = f"bare-{self.b.s.clients[0]}" if self.b.s.clients else "bare"
+        first = next(iter(self.b.s.bare_systems()), "bare")
         self.add(
             "## Ratio summary (req/s)",
             "",
@@ -1323,44 +1391,57 @@ class Report:
         self.add("")
 
     def clients(self) -> None:
-        clients = self.b.s.clients
+        variants = [VARIANTS[name] for name in self.b.s.variants]
         measured = [sc for sc in SCENARIOS if sc.name in self.b.results and sc.kind != "fallback"]
-        if len(clients) < 2 or not measured:
+        if len(variants) < 2 or not measured:
             return
-        base = clients[0]
+        base = variants[0].system
         self.add(
-            "## HTTP client comparison (bare forwarder)",
+            "## Bare forwarder comparison (server and HTTP client)",
             "",
-            "The same raw ASGI forwarder with each async client (one shared pool of up to 512 "
-            "connections). req/s and p99 ms per closed-loop scenario; ratios relative to "
-            f"{base}.",
+            "The same forwarding code (`bench/bare_forwarder.py`) on each server (uvicorn: raw "
+            "ASGI, uvloop + httptools; granian: raw RSGI, uvloop, 1 worker process) with each "
+            "async client (one shared pool of up to 512 connections). Latencies in ms; "
+            f"*/ {base}* = req/s relative to {base} in the same scenario.",
             "",
-            "| scenario | "
-            + " | ".join(f"{c} req/s" for c in clients)
-            + " | "
-            + " | ".join(f"{c}/{base}" for c in clients[1:])
-            + " | "
-            + " | ".join(f"{c} p99" for c in clients)
-            + " |",
-            "|---|" + "---:|" * (3 * len(clients) - 1),
+            f"| scenario | system | server | client | req/s | / {base} | p50 | p99 | other CPU |",
+            "|---|---|---|---|---:|---:|---:|---:|---:|",
         )
         for sc in measured:
-            rows = [self.row(sc.name, f"bare-{c}") for c in clients]
-            rps = [f"{r.rps:,.0f}" if r else "n/a" for r in rows]
-            rel = [ratio(r.rps, rows[0].rps) if r and rows[0] else "n/a" for r in rows[1:]]
-            p99 = [ms(r.p99) if r else "n/a" for r in rows]
-            self.add(f"| {sc.name} | " + " | ".join(rps + rel + p99) + " |")
-        peaks = [(c, self.peak_mib(f"bare-{c}")) for c in clients]
+            ref = self.row(sc.name, base)
+            for v in variants:
+                r = self.row(sc.name, v.system)
+                if r is None:
+                    cells = ["n/a"] * 5
+                else:
+                    rel = ratio(r.rps, ref.rps) if ref else "n/a"
+                    cells = [f"{r.rps:,.0f}", rel, ms(r.p50), ms(r.p99), other(r)]
+                self.add(
+                    f"| {sc.name} | {v.system} | {v.server} | {v.client} | "
+                    + " | ".join(cells)
+                    + " |"
+                )
+        peaks = [(v.system, self.peak_mib(v.system)) for v in variants]
         self.add(
             "",
-            "Peak RSS (max over scenarios): "
-            + ", ".join(f"{c} {p:.1f} MiB" if p else f"{c} n/a" for c, p in peaks)
+            "Peak RSS (max over scenarios, summed over the process tree): "
+            + ", ".join(f"{n} {p:.1f} MiB" if p else f"{n} n/a" for n, p in peaks)
             + ".",
             "",
         )
 
 
 # --------------------------------------------------------------------------- main
+
+
+def installed(variant: Variant) -> bool:
+    missing = [p for p in variant.packages if pkg_version(p) == "not installed"]
+    if missing:
+        print(
+            f"warning: {variant.system} skipped: {', '.join(missing)} not installed",
+            file=sys.stderr,
+        )
+    return not missing
 
 
 def parse_args(argv: list[str]) -> Settings:
@@ -1380,8 +1461,9 @@ def parse_args(argv: list[str]) -> Settings:
     p.add_argument("--open-duration", type=float, help="open-loop seconds (default 15, quick 3)")
     p.add_argument(
         "--clients",
-        default=",".join(CLIENTS),
-        help="bare forwarder clients, comma-separated (default aiohttp,httpx,httpx2)",
+        default=",".join(VARIANTS),
+        metavar="VARIANT[,VARIANT...]",
+        help=f"bare forwarder variants, the first is the reference (default {','.join(VARIANTS)})",
     )
     p.add_argument("--sut-cpu", type=int, default=0)
     p.add_argument("--load-cpu", type=int, default=1)
@@ -1392,11 +1474,11 @@ def parse_args(argv: list[str]) -> Settings:
     unknown = [n for n in only if n not in names]
     if unknown:
         p.error(f"unknown --only {unknown}; choose from {names}")
-    clients = tuple(c for c in a.clients.split(",") if c)
-    bad = [c for c in clients if c not in CLIENTS]
+    variants = tuple(dict.fromkeys(c.strip() for c in a.clients.split(",") if c.strip()))
+    bad = [c for c in variants if c not in VARIANTS]
     if bad:
-        p.error(f"unknown client {bad}; choose from {CLIENTS}")
-    available = tuple(c for c in clients if pkg_version(c) != "not installed")
+        p.error(f"unknown --clients {bad}; choose from {', '.join(VARIANTS)}")
+    available = tuple(v for v in variants if installed(VARIANTS[v]))
     ncpu = os.cpu_count() or 1
     sut, load = a.sut_cpu, a.load_cpu
     if ncpu < 2 and sut != load:
@@ -1412,7 +1494,7 @@ def parse_args(argv: list[str]) -> Settings:
         sut_cpu=sut,
         load_cpu=load,
         port_base=a.port_base,
-        clients=available,
+        variants=available,
         only=only,
         quick=a.quick,
         report=a.report,
