@@ -190,8 +190,7 @@ def test_openai_tracker_content_that_mentions_error_or_done_is_plain() -> None:
     # contain "error" and [DONE] in their text and are ordinary content.
     words = ['the "error" was', "data: [DONE]", '"finish_reason":"stop"']
     stream = b"".join(
-        chunk(choices=[{"index": 0, "delta": {"content": w}, "finish_reason": None}])
-        for w in words
+        chunk(choices=[{"index": 0, "delta": {"content": w}, "finish_reason": None}]) for w in words
     )
     tracker, errors = feed(OPENAI, stream)
     assert errors == []
