@@ -833,13 +833,19 @@ class Bench:
                 return json.loads(line.removeprefix("BENCH_JSON ")), out.stdout + out.stderr
         raise RuntimeError(f"wrk printed no summary: {out.stdout[-300:]} {out.stderr[-300:]}")
 
-    def closed_loop(self, scenario: Scenario, system: str) -> Row:
+    def checked_row(self, scenario: Scenario, system: str) -> tuple[Row, int, str]:
+        """A new row for ``system`` and its target; an ``error`` row if its answer is wrong."""
         port, path = self.target(scenario, system)
         row = Row(system)
         problem = self.preflight(scenario, port, path)
         if problem:
             row.status, row.reason = "error", problem
             self.log(f"  {system}: {problem}")
+        return row, port, path
+
+    def closed_loop(self, scenario: Scenario, system: str) -> Row:
+        row, port, path = self.checked_row(scenario, system)
+        if row.status == "error":
             return row
         url = f"http://{HOST}:{port}{path}"
         body = self.body_file(scenario.family, scenario.stream)
@@ -876,12 +882,8 @@ class Bench:
         return row
 
     def open_loop(self, scenario: Scenario, system: str) -> Row:
-        port, path = self.target(scenario, system)
-        row = Row(system)
-        problem = self.preflight(scenario, port, path)
-        if problem:
-            row.status, row.reason = "error", problem
-            self.log(f"  {system}: {problem}")
+        row, port, path = self.checked_row(scenario, system)
+        if row.status == "error":
             return row
         argv = [
             "taskset",
