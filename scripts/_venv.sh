@@ -15,6 +15,10 @@ ensure_venv() {
     [ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
     local stamp="$VENV/.installed-$(basename "$lock")"
     if [ ! -f "$stamp" ] || [ "$ROOT/$lock" -nt "$stamp" ] || [ "$ROOT/pyproject.toml" -nt "$stamp" ]; then
+        # First the pinned pip, so every lock is read the same way whatever pip came with
+        # the interpreter; then the hashed lock.
+        "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check \
+            --require-hashes -r "$ROOT/requirements/pip.lock"
         "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check \
             --require-hashes -r "$ROOT/requirements/build.lock" -r "$ROOT/$lock"
         "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check \
