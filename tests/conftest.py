@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.fake_upstream import FakeUpstreamThread
+from llm_api_router.fake_upstream import FakeUpstreamThread
 from tests.routerserver import RouterServer
 
 StartRouter = Callable[[dict[str, Any]], RouterServer]

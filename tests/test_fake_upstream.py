@@ -1,4 +1,4 @@
-"""Smoke test of tests/fake_upstream.py, driven with the official OpenAI and Anthropic SDKs.
+"""Smoke test of llm_api_router/fake_upstream.py, driven with the official SDKs.
 
 Observed SDK behaviours this pins down (openai 3.54 / anthropic 2.12):
 
@@ -30,7 +30,7 @@ import httpx2
 import openai
 import pytest
 
-from tests.fake_upstream import (
+from llm_api_router.fake_upstream import (
     Drop,
     Error,
     FakeUpstream,
@@ -48,7 +48,6 @@ from tests.fake_upstream import (
 )
 
 MESSAGES: list[Any] = [{"role": "user", "content": "Say hello"}]
-FAKE_UPSTREAM_PY = Path(__file__).with_name("fake_upstream.py")
 
 
 @pytest.fixture(scope="module")
@@ -492,7 +491,15 @@ async def test_async_api_stop_with_stalled_stream() -> None:
 
 
 def test_cli(tmp_path: Path) -> None:
-    cmd = [sys.executable, str(FAKE_UPSTREAM_PY), "--port", "0", "--fail", "primary=429"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "llm_api_router.fake_upstream",
+        "--port",
+        "0",
+        "--fail",
+        "primary=429",
+    ]
     with subprocess.Popen(
         cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     ) as proc:

@@ -10,8 +10,8 @@ import httpx
 import openai
 import pytest
 
+from llm_api_router.fake_upstream import FakeUpstreamThread
 from tests.conftest import StartRouter
-from tests.fake_upstream import FakeUpstreamThread
 from tests.routerserver import RouterServer
 
 ROUTER_KEY = "rk-auth-test-router-key-0123456789"

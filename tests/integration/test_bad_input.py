@@ -20,7 +20,7 @@ import httpx
 import openai
 import pytest
 
-from tests.fake_upstream import FakeUpstreamThread
+from llm_api_router.fake_upstream import FakeUpstreamThread
 from tests.routerserver import RouterServer
 
 MAX_BODY = 1000

@@ -24,7 +24,7 @@ import httpx
 import openai
 import pytest
 
-from tests.fake_upstream import FakeUpstreamThread
+from llm_api_router.fake_upstream import FakeUpstreamThread
 
 REPO = Path(__file__).resolve().parents[2]
 MAIN = REPO / "main.py"

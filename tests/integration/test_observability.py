@@ -15,8 +15,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.conftest import StartRouter
-from tests.fake_upstream import (
+from llm_api_router.fake_upstream import (
     Error,
     FakeUpstreamThread,
     Hang,
@@ -25,6 +24,7 @@ from tests.fake_upstream import (
     overloaded,
     rate_limited,
 )
+from tests.conftest import StartRouter
 from tests.routerprocess import router_process, wait_until
 from tests.routerserver import RouterServer
 

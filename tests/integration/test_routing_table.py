@@ -23,8 +23,7 @@ import httpx
 import openai
 import pytest
 
-from tests.conftest import StartRouter
-from tests.fake_upstream import (
+from llm_api_router.fake_upstream import (
     Behaviour,
     Drop,
     Error,
@@ -37,6 +36,7 @@ from tests.fake_upstream import (
     overloaded,
     rate_limited,
 )
+from tests.conftest import StartRouter
 from tests.routerserver import RouterServer
 
 Provider = Callable[..., dict[str, Any]]

@@ -19,10 +19,7 @@ import uvicorn
 
 from llm_api_router.config import RouterConfig
 from llm_api_router.errors import ConfigError
-from llm_api_router.logs import JsonFormatter, logging_config
-from llm_api_router.server import create_app
-from llm_api_router.upstream import UpstreamResponse
-from tests.fake_upstream import (
+from llm_api_router.fake_upstream import (
     Drop,
     Error,
     FakeUpstreamThread,
@@ -34,6 +31,9 @@ from tests.fake_upstream import (
     overloaded,
     rate_limited,
 )
+from llm_api_router.logs import JsonFormatter, logging_config
+from llm_api_router.server import create_app
+from llm_api_router.upstream import UpstreamResponse
 from tests.routerprocess import router_process, wait_until
 from tests.routerserver import RouterServer
 

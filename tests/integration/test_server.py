@@ -17,8 +17,8 @@ from starlette.testclient import TestClient
 
 from llm_api_router._version import __version__
 from llm_api_router.config import RouterConfig
+from llm_api_router.fake_upstream import Error, FakeUpstreamThread
 from llm_api_router.server import create_app
-from tests.fake_upstream import Error, FakeUpstreamThread
 from tests.routerserver import RouterServer
 
 TLS = ssl.create_default_context()  # shared: one per client would load the CA bundle each time

@@ -8,8 +8,8 @@ from typing import Any
 import anthropic
 import openai
 
+from llm_api_router.fake_upstream import FakeUpstreamThread, rate_limited
 from tests.conftest import StartRouter
-from tests.fake_upstream import FakeUpstreamThread, rate_limited
 
 
 def test_openai_sdk_fallback_on_429(

@@ -20,8 +20,7 @@ import httpx
 import openai
 import pytest
 
-from tests.conftest import StartRouter
-from tests.fake_upstream import (
+from llm_api_router.fake_upstream import (
     Behaviour,
     Drop,
     Error,
@@ -32,6 +31,7 @@ from tests.fake_upstream import (
     overloaded,
     rate_limited,
 )
+from tests.conftest import StartRouter
 from tests.integration.stream_helpers import (
     ANTHROPIC_MODEL,
     ANTHROPIC_ROUTES,

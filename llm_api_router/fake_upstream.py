@@ -17,7 +17,7 @@ recorded as a :class:`RecordedRequest`.
 Use :class:`FakeUpstream` from async code, :class:`FakeUpstreamThread` from synchronous tests,
 the ``/_control/*`` HTTP API from another process, or run this file as a script::
 
-    python tests/fake_upstream.py --port 9000 --fail primary=429
+    python -m llm_api_router.fake_upstream --port 9000 --fail primary=429
 
 Client disconnects are noticed through aiohttp's ``handler_cancellation=True``: when the peer
 closes the socket, aiohttp cancels the handler task, even while it sleeps or stalls.
