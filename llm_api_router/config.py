@@ -42,6 +42,7 @@ __all__ = [
     "DEFAULT_CIRCUIT_BREAKER_COOLDOWN",
     "DEFAULT_CIRCUIT_BREAKER_THRESHOLD",
     "DEFAULT_CONFIG_PATH",
+    "DEFAULT_FIRST_TOKEN_TIMEOUT",
     "DEFAULT_MAX_BODY_BYTES",
     "DEFAULT_MAX_RETRIES",
     "DEFAULT_PRIORITY",
@@ -67,6 +68,9 @@ DEFAULT_BASE_URLS: Mapping[Family, str] = {
 }
 DEFAULT_PRIORITY = 1
 DEFAULT_TIMEOUT = 30.0
+#: How long a stream may go without its first output event when the provider sets no
+#: ``first_token_timeout`` of its own (keep-alive comments are not output).
+DEFAULT_FIRST_TOKEN_TIMEOUT = 300.0
 DEFAULT_MAX_RETRIES = 3
 DEFAULT_RATE_LIMIT_COOLDOWN = 10.0
 DEFAULT_AUTH_FAILURE_COOLDOWN = 600.0
@@ -169,6 +173,7 @@ class Settings(BaseModel):
     retry_backoff_base: NonNegativeSeconds = DEFAULT_RETRY_BACKOFF_BASE
     retry_backoff_max: NonNegativeSeconds = DEFAULT_RETRY_BACKOFF_MAX
     max_body_bytes: Annotated[int, Field(gt=0)] = DEFAULT_MAX_BODY_BYTES
+    first_token_timeout: PositiveSeconds = DEFAULT_FIRST_TOKEN_TIMEOUT
 
 
 class RouterConfig(BaseModel):

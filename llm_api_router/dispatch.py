@@ -20,24 +20,31 @@ from llm_api_router.config import ProviderConfig, Settings
 from llm_api_router.errors import (
     AllProvidersFailed,
     AttemptRecord,
+    ClientRequestError,
+    LocalResourceError,
     NoProviderError,
     UpstreamTimeout,
     UpstreamTransportError,
 )
-from llm_api_router.families import ApiFamily, ChatRequest
+from llm_api_router.families import ApiFamily, ChatRequest, Fallback, StreamTracker
 from llm_api_router.headers import pass_back_headers
 from llm_api_router.health import ProviderHealth
 from llm_api_router.routing import Action, Candidate, Effect, RoutingPolicy, Verdict
+from llm_api_router.scrub import SecretScrubber, StreamScrubber
 from llm_api_router.sse import SSEDecoder, SSEEvent
-from llm_api_router.streaming import StreamOutcome, StreamRelay
+from llm_api_router.streaming import RawRelay, StreamOutcome, StreamRelay
 from llm_api_router.upstream import Transport, UpstreamResponse
 
-__all__ = ["Dispatcher", "Reply", "StreamReply"]
+__all__ = ["MAX_PREAMBLE_BYTES", "Dispatcher", "Reply", "StreamReply"]
 
 logger = logging.getLogger("llm_api_router.dispatch")
 
 _STREAM_OK = Verdict(Action.RETURN, "ok", Effect.SUCCESS)
 _EMPTY_STREAM = Verdict(Action.RETRY, "empty_stream", Effect.FAILURE)
+#: Bytes of output-free events (SPEC 9's preamble) held back before the commit, at most.
+MAX_PREAMBLE_BYTES = 64 * 1024
+#: Media types of answers relayed as they come instead of read whole (audio, downloads...).
+_READ_WHOLE_TYPES = ("application/json", "text/json", "text/plain", "text/html")
 
 Clock = Callable[[], float]
 
@@ -61,7 +68,7 @@ class StreamReply:
     headers: dict[str, str]
     provider: str
     attempts: list[AttemptRecord]
-    relay: StreamRelay = field(repr=False)
+    relay: StreamRelay | RawRelay = field(repr=False)
 
 
 class Dispatcher:
@@ -78,6 +85,7 @@ class Dispatcher:
         wall_clock: Clock = time.time,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         rng: random.Random | None = None,
+        scrubber: SecretScrubber | None = None,
     ) -> None:
         self.family = family
         self._settings = settings
@@ -100,9 +108,19 @@ class Dispatcher:
         )
         # Built once: the hot path only merges them into each attempt's headers.
         self._auth = {provider.name: family.auth_headers(provider) for provider in providers}
+        # Every byte an upstream sends back is scrubbed of every configured key.
+        self._scrubber = scrubber or SecretScrubber(
+            provider.api_key.get_secret_value() for provider in providers
+        )
+        self._chat = family.operations.find("POST", family.chat_path)
 
     async def dispatch(
-        self, request: ChatRequest, client_headers: Mapping[str, str], query: str
+        self,
+        request: ChatRequest,
+        client_headers: Mapping[str, str],
+        query: str,
+        *,
+        eligible: Callable[[ProviderConfig], bool] | None = None,
     ) -> Reply | StreamReply:
         """Answer ``request`` from the best provider that can, or raise a RouterError."""
         family = self.family
@@ -114,8 +132,16 @@ class Dispatcher:
                 f"list of the config file, or set {prefix}_API_KEY.",
                 "no_provider",
             )
+        operation = request.operation or self._chat
+        mode = operation.fallback(request.method)
+        model = request.model if operation.generation else None
         self._rotation += 1
-        plan = self._policy.plan(self.providers, request.model, self._clock(), self._rotation)
+        providers = (
+            self.providers
+            if eligible is None
+            else tuple(entry for entry in self.providers if eligible(entry[0]))
+        )
+        plan = self._policy.plan(providers, model, self._clock(), self._rotation)
         if not plan:
             raise NoProviderError(
                 404,
@@ -123,26 +149,27 @@ class Dispatcher:
                 f"{family.name} provider.",
                 "model_not_found",
             )
+        path = request.path or family.chat_path
         attempts: list[AttemptRecord] = []
         only_rate_limits = True
+        not_found: Reply | None = None
         for candidate in plan:
             health = candidate.health
             if not health.begin_attempt(self._clock()):
                 continue  # another request is probing this provider's circuit
             provider = candidate.provider
-            url = provider.base_url + family.upstream_path + query
+            url = family.upstream_url(provider.base_url, path, query)
             body = self._body_for(request, candidate.upstream_model)
             # Credentials last: nothing the client sends can replace them.
-            headers = {
-                **family.default_headers,
-                **client_headers,
-                **self._auth[provider.name],
-                "content-type": "application/json",
-            }
+            headers = {**family.default_headers, **client_headers, **self._auth[provider.name]}
+            if request.content_type:
+                headers["content-type"] = request.content_type
             for retry in range(provider.max_retries + 1):
                 started = self._clock()
                 try:
-                    verdict, answer = await self._attempt(candidate, url, headers, body, request)
+                    verdict, answer = await self._attempt(
+                        candidate, url, headers, body, request, mode
+                    )
                 except BaseException:
                     health.release()  # cancelled (client gone): no verdict on the provider
                     raise
@@ -155,6 +182,10 @@ class Dispatcher:
                     answer.attempts = attempts
                     return answer
                 only_rate_limits = only_rate_limits and verdict.rate_limited
+                if verdict.outcome == "not_found" and isinstance(answer, Reply):
+                    not_found = answer  # given back if no provider has it
+                if verdict.action is Action.STOP:
+                    raise AllProvidersFailed(attempts, None)
                 if (
                     verdict.action is Action.RETRY
                     and retry < provider.max_retries
@@ -163,10 +194,11 @@ class Dispatcher:
                     await self._sleep(self._policy.backoff(retry, self._rng))
                     continue
                 break
+        if not_found is not None and attempts[-1].outcome == "not_found":
+            not_found.attempts = attempts
+            return not_found
         retry_after = (
-            self._policy.retry_after(self.providers, request.model, self._clock())
-            if only_rate_limits
-            else None
+            self._policy.retry_after(providers, model, self._clock()) if only_rate_limits else None
         )
         raise AllProvidersFailed(attempts, retry_after)
 
@@ -179,23 +211,37 @@ class Dispatcher:
         headers: Mapping[str, str],
         body: bytes,
         request: ChatRequest,
+        mode: Fallback,
     ) -> tuple[Verdict, Reply | StreamReply | None]:
         provider = candidate.provider
         if request.stream:
             return await self._attempt_stream(candidate, url, headers, body, request)
         try:
-            response = await self._transport.request(url, headers, body, timeout=provider.timeout)
+            response = self._scrubbed(
+                await self._transport.request(
+                    url, headers, body, timeout=provider.timeout, method=request.method
+                )
+            )
         except UpstreamTransportError as exc:
-            return self._policy.classify_transport(exc), None
+            return self._policy.classify_transport(exc, mode), None
+        media = response.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+        if 200 <= response.status < 300 and media and not media.startswith(_READ_WHOLE_TYPES):
+            # Audio, downloads, JSONL, events the client did not ask to follow: relayed as
+            # they come, committed on the status and headers.
+            relay = RawRelay(response, stall_timeout=provider.timeout)
+            reply_headers = _reply_headers(response.headers, media)
+            return _STREAM_OK, StreamReply(response.status, reply_headers, provider.name, [], relay)
         try:
             data = await response.read()
         except UpstreamTransportError as exc:
-            return self._policy.classify_transport(exc), None
+            return self._policy.classify_transport(exc, mode), None
         finally:
             response.close()
         verdict = self._policy.classify_response(
-            response.status, response.headers, data, wall_now=self._wall_clock()
+            response.status, response.headers, data, wall_now=self._wall_clock(), mode=mode
         )
+        if request.operation is not None and request.operation.rewrites_urls and request.origin:
+            data = self._rewrite_urls(data, provider, request.origin)
         reply = Reply(
             status=response.status,
             headers=_reply_headers(response.headers, "application/json"),
@@ -220,21 +266,26 @@ class Dispatcher:
         """
         provider = candidate.provider
         decoder = SSEDecoder()
+        tracker = self.family.new_stream_tracker(request)
         response: UpstreamResponse | None = None
         keep_open = False
+        first_token_timeout = provider.first_token_timeout or self._settings.first_token_timeout
         try:
-            async with asyncio.timeout(provider.first_token_timeout):
-                response = await self._transport.request(
-                    url, headers, body, timeout=provider.timeout
+            async with asyncio.timeout(first_token_timeout):
+                response = self._scrubbed(
+                    await self._transport.request(
+                        url, headers, body, timeout=provider.timeout, method=request.method
+                    )
                 )
-                if not 200 <= response.status < 300:
+                media = response.headers.get("content-type", "")
+                if not 200 <= response.status < 300 or "json" in media:
                     data = await response.read()
                     verdict = self._policy.classify_response(
                         response.status, response.headers, data, wall_now=self._wall_clock()
                     )
                     headers_back = _reply_headers(response.headers, "application/json")
                     return verdict, Reply(response.status, headers_back, data, provider.name, [])
-                first = await _first_events(response, decoder)
+                first = await _first_events(response, decoder, tracker)
                 keep_open = True
         except TimeoutError:
             return self._policy.classify_transport(UpstreamTimeout("first_token_timeout")), None
@@ -244,34 +295,37 @@ class Dispatcher:
             # Closed on every path but a first event, cancellation (client gone) included.
             if response is not None and not keep_open:
                 response.close()
-        return self._commit(candidate, response, decoder, first, request)
+        return self._commit(candidate, response, decoder, tracker, first, request)
 
     def _commit(
         self,
         candidate: Candidate,
         response: UpstreamResponse,
         decoder: SSEDecoder,
+        tracker: StreamTracker,
         first: list[SSEEvent] | None,
         request: ChatRequest,
     ) -> tuple[Verdict, Reply | StreamReply | None]:
-        """Commit to a stream whose first event is fine; otherwise judge that event."""
+        """Commit to a stream whose first output is fine; otherwise judge its error."""
         provider = candidate.provider
         if first is None:
             response.close()
             return _EMPTY_STREAM, None
-        tracker = self.family.new_stream_tracker(request)
         for event in first:
             info = None if event.is_comment else tracker.observe(event)
             if info is None:
                 continue
-            response.close()
             status = self.family.stream_error_status(info)
             verdict = self._policy.classify_error(
                 status, response.headers, info, wall_now=self._wall_clock()
             )
             if verdict.action is not Action.RETURN:
+                response.close()
                 return verdict, None
+            if tracker.terminal:
+                break  # an in-band failed response is the upstream's answer: relayed whole
             # The request itself is wrong: answer with that error as a plain HTTP error.
+            response.close()
             body = event.data.encode()
             reply = Reply(status, {"content-type": "application/json"}, body, provider.name, [])
             return verdict, reply
@@ -307,6 +361,14 @@ class Dispatcher:
             health.cool_down(now, verdict.cooldown, verdict.outcome)
         else:
             health.release()
+        if verdict.outcome == LocalResourceError.kind:
+            logger.error(
+                "%s request to provider %r failed for want of local resources (file "
+                "descriptors or memory) on this router: raise its limits (ulimit -n) or "
+                "lower the load. The provider is not marked.",
+                self.family.name,
+                candidate.provider.name,
+            )
         if verdict.loud:
             logger.error(
                 "%s provider %r answered %s: its key is rejected or out of credit; "
@@ -317,20 +379,44 @@ class Dispatcher:
                 verdict.cooldown,
             )
 
+    def _rewrite_urls(self, data: bytes, provider: ProviderConfig, origin: str) -> bytes:
+        """Point absolute upstream URLs (a batch's ``results_url``) at the router, so the
+        client's follow-up comes back through it, with the router's credentials."""
+        upstream = (provider.base_url + self.family.upstream_prefix + "/").encode()
+        ours = f"{origin}/{self.family.name}{self.family.upstream_prefix}/".encode()
+        return data.replace(upstream, ours) if upstream in data else data
+
+    def _scrubbed(self, response: UpstreamResponse) -> UpstreamResponse:
+        return _ScrubbedResponse(response, self._scrubber.stream()) if self._scrubber else response
+
     @staticmethod
-    def _body_for(request: ChatRequest, upstream_model: str) -> bytes:
-        if upstream_model == request.model:
+    def _body_for(request: ChatRequest, upstream_model: str | None) -> bytes:
+        if upstream_model is None or upstream_model == request.model or request.data is None:
             return request.body  # forwarded byte for byte
         # Only renames re-serialise.  The stdlib keeps integers of any size exactly (orjson
         # would turn those past 64 bits into floats) and ASCII escapes keep lone surrogates.
-        data = json.loads(request.body)
-        data["model"] = upstream_model
-        return json.dumps(data, separators=(",", ":")).encode()
+        try:
+            data = json.loads(request.body)
+            data["model"] = upstream_model
+            return json.dumps(data, separators=(",", ":")).encode()
+        except RecursionError:
+            raise ClientRequestError(
+                400,
+                "The request body is nested too deeply for this router to rename its model.",
+            ) from None
 
 
-async def _first_events(response: UpstreamResponse, decoder: SSEDecoder) -> list[SSEEvent] | None:
-    """Events up to and including the first that is not a comment; None if there is none."""
+async def _first_events(
+    response: UpstreamResponse, decoder: SSEDecoder, tracker: StreamTracker
+) -> list[SSEEvent] | None:
+    """Events up to and including the first that carries output; None if none came.
+
+    Comments and output-free events (``response.created``, ``message_start``, a role-only
+    chunk...) are held back, a bounded amount, so an error right after them still falls
+    back (SPEC section 9).
+    """
     events: list[SSEEvent] = []
+    held = 0
     while True:
         chunk = await response.next_chunk()
         if not chunk:
@@ -338,9 +424,48 @@ async def _first_events(response: UpstreamResponse, decoder: SSEDecoder) -> list
             if rest is not None:
                 events.append(rest)
             return events if any(not e.is_comment for e in events) else None
-        events.extend(decoder.feed(chunk))
-        if any(not e.is_comment for e in events):
+        held += len(chunk)
+        fed = decoder.feed(chunk)
+        events.extend(fed)  # every event of this read, so none is lost at the commit
+        if any(not e.is_comment and not tracker.is_preamble(e) for e in fed):
             return events
+        if held > MAX_PREAMBLE_BYTES and any(not e.is_comment for e in events):
+            return events
+
+
+class _ScrubbedResponse:
+    """An upstream response whose body comes back with every provider key masked."""
+
+    __slots__ = ("_response", "_scrub")
+
+    def __init__(self, response: UpstreamResponse, scrub: StreamScrubber) -> None:
+        self._response = response
+        self._scrub = scrub
+
+    @property
+    def status(self) -> int:
+        return self._response.status
+
+    @property
+    def headers(self) -> Mapping[str, str]:
+        return self._response.headers
+
+    async def read(self) -> bytes:
+        data = await self._response.read()
+        return self._scrub.feed(data) + self._scrub.flush()
+
+    async def next_chunk(self) -> bytes:
+        scrub = self._scrub
+        while True:
+            chunk = await self._response.next_chunk()
+            if not chunk:
+                return scrub.flush()
+            out = scrub.feed(chunk)
+            if out:
+                return out
+
+    def close(self) -> None:
+        self._response.close()
 
 
 def _reply_headers(upstream: Mapping[str, str], default_type: str) -> dict[str, str]:

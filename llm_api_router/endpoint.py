@@ -1,8 +1,10 @@
-"""The chat endpoint of one family, as a raw ASGI app: HTTP request in, dispatch, response out.
+"""The endpoint of one family, as a raw ASGI app: HTTP request in, dispatch, response out.
 
-It checks the router key, reads and validates the body, asks the dispatcher, renders the
-answer (or our error, natively), and reports the request once: one access-log line and the
-request metrics, after the last byte for streams.
+Every path under ``/<family>/`` comes here.  It checks the router key, finds the path's
+operation in the family's table, reads the body (validating only what routing must read),
+asks the dispatcher (or the model catalogue), renders the answer (or our error, natively),
+and reports the request once: one access-log line and the request metrics, after the last
+byte for streams.
 
 This is the hot path, so it speaks ASGI directly instead of going through the web
 framework's request/response objects and middleware; the framework still serves every
@@ -20,6 +22,7 @@ from dataclasses import dataclass, field
 from starlette.types import Receive, Scope, Send
 
 from llm_api_router.auth import RouterKeys
+from llm_api_router.catalog import ModelCatalog
 from llm_api_router.disconnect import ClientGone, unless_client_leaves
 from llm_api_router.dispatch import Dispatcher, Reply
 from llm_api_router.errors import (
@@ -35,7 +38,7 @@ from llm_api_router.logs import ACCESS_LOGGER
 from llm_api_router.metrics import RouterMetrics
 from llm_api_router.streaming import stream_to_client
 
-__all__ = ["CLIENT_CLOSED_REQUEST", "REQUEST_ID_HEADER", "ChatEndpoint"]
+__all__ = ["CLIENT_CLOSED_REQUEST", "REQUEST_ID_HEADER", "ChatEndpoint", "FamilyEndpoint"]
 
 #: The response header that carries the router's request id.
 REQUEST_ID_HEADER = "x-router-request-id"
@@ -43,6 +46,7 @@ REQUEST_ID_HEADER = "x-router-request-id"
 CLIENT_CLOSED_REQUEST = 499
 
 _JSON_TYPES = ("application/json", "text/json")
+_MULTIPART = "multipart/form-data"
 _JSON_CONTENT_TYPE = (b"content-type", b"application/json")
 
 RawHeaders = list[tuple[bytes, bytes]]
@@ -57,6 +61,7 @@ class _Exchange:
 
     request_id: str
     started: float
+    operation: str = "chat"
     model: str | None = None
     stream: bool = False
     provider: str | None = None
@@ -66,8 +71,8 @@ class _Exchange:
     overhead: float | None = None
 
 
-class ChatEndpoint:
-    """``POST /<family>/...``: one instance per family, built by the app's lifespan."""
+class FamilyEndpoint:
+    """Every request under ``/<family>/``: one instance per family, built by the lifespan."""
 
     def __init__(
         self,
@@ -76,9 +81,12 @@ class ChatEndpoint:
         keys: RouterKeys,
         metrics: RouterMetrics,
         max_body: int,
+        catalog: ModelCatalog | None = None,
     ) -> None:
         self.family = self._family = family
         self._dispatcher = dispatcher
+        self._catalog = catalog or ModelCatalog(family, dispatcher)
+        self._prefix = f"/{family.name}/"
         self._keys = keys
         self._metrics = metrics
         self._max_body = max_body
@@ -116,16 +124,40 @@ class ChatEndpoint:
                     "or 'x-api-key: <key>'.",
                     code="invalid_api_key",
                 )
-            body = await _read_body(headers, receive, self._max_body)
-            chat = family.parse_request(body)
-            exchange.model, exchange.stream = chat.model, chat.stream
+            method: str = scope["method"]
+            path = family.operation_path(_below(scope, self._prefix))
+            operation = family.operations.find(method, path)
+            exchange.operation = operation.name
+            raw_query = scope.get("query_string", b"")
+            query = "?" + raw_query.decode("latin-1") if raw_query else ""
             forwarded = forward_request_headers(headers, family.private_request_headers)
-            query = scope.get("query_string", b"")
-            reply = await unless_client_leaves(
+            if operation.model_list:
+                await _read_body(headers, receive, self._max_body, json_only=False)
+                status, payload = await unless_client_leaves(
+                    receive, self._catalog.answer(path, raw_query, forwarded)
+                )
+                exchange.status = status
+                await _respond(send, status, [_JSON_CONTENT_TYPE, *self._id(exchange)], payload)
+                self._finish(exchange, None, None)
+                return
+            body = await _read_body(
+                headers,
                 receive,
-                self._dispatcher.dispatch(
-                    chat, forwarded, "?" + query.decode("latin-1") if query else ""
-                ),
+                self._max_body,
+                json_only=operation.generation,
+                form_ok=operation.accepts_form,
+            )
+            chat = family.parse_request(
+                body,
+                operation,
+                method=method,
+                path=path,
+                content_type=headers.get("content-type"),
+                origin=_origin(scope, headers),
+            )
+            exchange.model, exchange.stream = chat.model, chat.stream
+            reply = await unless_client_leaves(
+                receive, self._dispatcher.dispatch(chat, forwarded, query)
             )
         except RouterError as exc:
             status, raw_headers, payload = self._error(exchange, exc)
@@ -142,7 +174,7 @@ class ChatEndpoint:
         exchange.upstream_request_id = reply.headers.get("x-request-id") or reply.headers.get(
             "request-id"
         )
-        raw_headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in reply.headers.items()]
+        raw_headers = [(k.encode("latin-1"), _header_value(v)) for k, v in reply.headers.items()]
         raw_headers += [
             (b"x-router-provider", reply.provider.encode()),
             (b"x-router-attempts", str(len(reply.attempts)).encode()),
@@ -158,6 +190,10 @@ class ChatEndpoint:
             self._finish(exchange, first_byte, outcome)
 
         await stream_to_client(reply.relay, reply.status, raw_headers, receive, send, done)
+
+    @staticmethod
+    def _id(exchange: _Exchange) -> RawHeaders:
+        return [(b"x-router-request-id", exchange.request_id.encode())]
 
     def _error(self, exchange: _Exchange, exc: RouterError) -> tuple[int, RawHeaders, bytes]:
         """Render one of our errors in the family's native format."""
@@ -194,7 +230,7 @@ class ChatEndpoint:
         metrics, name = self._metrics, self._name
         self._in_flight.dec()
         provider = exchange.provider or "none"
-        metrics.observe_request(name, provider, exchange.status)
+        metrics.observe_request(name, provider, exchange.status, exchange.operation)
         if exchange.attempts:
             metrics.observe_attempts(name, exchange.attempts)
         if exchange.overhead is not None:
@@ -207,6 +243,7 @@ class ChatEndpoint:
         event: dict[str, object] = {
             "request_id": exchange.request_id,
             "family": name,
+            "operation": exchange.operation,
             "model": exchange.model,
             "provider": exchange.provider,
             "status": exchange.status,
@@ -229,8 +266,9 @@ class ChatEndpoint:
         if outcome is not None:
             event["stream_outcome"] = outcome
         access_log.info(
-            "%s %s -> %s via %s",
+            "%s %s %s -> %s via %s",
             name,
+            exchange.operation,
             exchange.model,
             exchange.status,
             exchange.provider or "-",
@@ -245,11 +283,48 @@ def _request_id(headers: dict[str, str]) -> str:
     return os.urandom(12).hex()
 
 
-async def _read_body(headers: dict[str, str], receive: Receive, limit: int) -> bytes:
+ChatEndpoint = FamilyEndpoint  # the seed's name
+
+
+def _below(scope: Scope, prefix: str) -> str:
+    path: str = scope["path"]
+    root = scope.get("root_path", "")
+    if root and path.startswith(root):
+        path = path[len(root) :]
+    return path[len(prefix) :]
+
+
+def _origin(scope: Scope, headers: dict[str, str]) -> str:
+    """The router's own base URL as the client reached it (for rewritten upstream URLs)."""
+    host = headers.get("host") or "{}:{}".format(*(scope.get("server") or ("127.0.0.1", 80)))
+    scheme = scope.get("scheme", "http")
+    return f"{scheme}://{host}{scope.get('root_path', '')}"
+
+
+def _header_value(value: str) -> bytes:
+    """An upstream header value as bytes; text that is not Latin-1 goes as UTF-8."""
+    try:
+        return value.encode("latin-1")
+    except UnicodeEncodeError:
+        return value.encode("utf-8", "surrogateescape")
+
+
+async def _read_body(
+    headers: dict[str, str],
+    receive: Receive,
+    limit: int,
+    *,
+    json_only: bool = True,
+    form_ok: bool = False,
+) -> bytes:
     content_type = headers.get("content-type")
-    if content_type is not None:
+    if content_type is not None and json_only:
         media_type = content_type.split(";", 1)[0].strip().lower()
-        if media_type not in _JSON_TYPES and not media_type.endswith("+json"):
+        if (
+            media_type not in _JSON_TYPES
+            and not media_type.endswith("+json")
+            and not (form_ok and media_type == _MULTIPART)
+        ):
             raise ClientRequestError(
                 415,
                 f"Unsupported content type '{media_type}'; send the body as application/json.",

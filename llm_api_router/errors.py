@@ -11,6 +11,7 @@
           +-- UpstreamTimeout         silent past ``timeout`` (connect or read)
           +-- UpstreamConnectError    could not connect (refused, DNS, TLS handshake)
           +-- UpstreamDisconnected    connection reset/closed, truncated or malformed answer
+          +-- LocalResourceError      the router is out of descriptors/memory (not the provider)
 
 Internal errors carry typed attributes; they are rendered into the OpenAI or Anthropic
 shape only at the edge (``families``).  Messages never contain secrets.
@@ -19,6 +20,7 @@ shape only at the edge (``families``).  Messages never contain secrets.
 from __future__ import annotations
 
 import asyncio
+import errno
 from dataclasses import dataclass
 
 import aiohttp
@@ -28,6 +30,8 @@ __all__ = [
     "AttemptRecord",
     "ClientRequestError",
     "ConfigError",
+    "LOCAL_RESOURCE_ERRNOS",
+    "LocalResourceError",
     "NoProviderError",
     "RouterError",
     "UpstreamConnectError",
@@ -129,6 +133,19 @@ class UpstreamDisconnected(UpstreamTransportError):
     kind = "disconnected"
 
 
+class LocalResourceError(UpstreamTransportError):
+    """The router itself ran out of something (file descriptors, memory, buffers).
+
+    Never the provider's fault: it is no verdict on the provider's health.
+    """
+
+    kind = "local_resource_exhausted"
+
+
+#: OS errors that mean this machine, not the network or the peer, is out of resources.
+LOCAL_RESOURCE_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
+
+
 # Most specific first: the first matching row wins.  tests/test_errors.py walks every
 # exception class aiohttp exports and fails if one falls through to the last resort.
 _CLIENT_ERROR_MAP: tuple[
@@ -165,6 +182,9 @@ def map_client_error(exc: BaseException) -> UpstreamTransportError:
     The message is the error's class name only: aiohttp messages can include URLs and
     headers, and we never want a provider's details to travel to a client or a log.
     """
+    # aiohttp's connection errors are OSErrors carrying the errno of the socket call.
+    if isinstance(exc, OSError) and exc.errno in LOCAL_RESOURCE_ERRNOS:
+        return LocalResourceError(errno.errorcode.get(exc.errno or 0, "OSError"))
     for classes, ours in _CLIENT_ERROR_MAP:
         if isinstance(exc, classes):
             return ours(type(exc).__name__)

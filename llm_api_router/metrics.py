@@ -73,8 +73,8 @@ class RouterMetrics:
         registry = self.registry
         self.requests = Counter(
             "llm_router_requests",
-            "Client requests answered, by family, provider that answered and status",
-            ["family", "provider", "status"],
+            "Client requests answered, by family, operation, provider that answered and status",
+            ["family", "provider", "status", "operation"],
             registry=registry,
         )
         self.attempts = Counter(
@@ -134,8 +134,10 @@ class RouterMetrics:
             found = self._children[key] = metric.labels(*labels)
         return found
 
-    def observe_request(self, family: str, provider: str, status: int) -> None:
-        self.child(self.requests, family, provider, str(status)).inc()
+    def observe_request(
+        self, family: str, provider: str, status: int, operation: str = "chat"
+    ) -> None:
+        self.child(self.requests, family, provider, str(status), operation).inc()
 
     def observe_attempts(self, family: str, attempts: Sequence[AttemptRecord]) -> None:
         """Count attempts, retries (same provider again) and fallbacks (next provider)."""

@@ -17,8 +17,13 @@ from itertools import groupby
 import orjson
 
 from llm_api_router.config import ProviderConfig, Settings
-from llm_api_router.errors import UpstreamTimeout, UpstreamTransportError
-from llm_api_router.families import ApiFamily, UpstreamErrorInfo
+from llm_api_router.errors import (
+    LocalResourceError,
+    UpstreamConnectError,
+    UpstreamTimeout,
+    UpstreamTransportError,
+)
+from llm_api_router.families import ApiFamily, Fallback, UpstreamErrorInfo
 from llm_api_router.health import ProviderHealth
 
 __all__ = [
@@ -39,6 +44,7 @@ class Action(Enum):
     RETURN = "return"  # give this answer to the client
     RETRY = "retry"  # try the same provider again (within its max_retries), then the next
     NEXT = "next"  # go to the next provider at once
+    STOP = "stop"  # no answer to give and no other provider to ask: fail the request now
 
 
 class Effect(Enum):
@@ -66,7 +72,8 @@ class Candidate:
 
     provider: ProviderConfig
     health: ProviderHealth
-    upstream_model: str
+    #: The model name to send (None: the body is forwarded unchanged).
+    upstream_model: str | None
 
 
 _OK = Verdict(Action.RETURN, "ok", Effect.SUCCESS)
@@ -78,6 +85,12 @@ _REQUEST_TIMEOUT = Verdict(Action.RETRY, "request_timeout", Effect.FAILURE)
 _INVALID_BODY = Verdict(Action.RETRY, "invalid_response", Effect.FAILURE)
 _UNEXPECTED = Verdict(Action.NEXT, "unexpected_status", Effect.FAILURE)
 _TIMEOUT = Verdict(Action.NEXT, "timeout", Effect.FAILURE)
+_NOT_FOUND = Verdict(Action.NEXT, "not_found", Effect.NONE)
+_ANSWERED = Verdict(Action.RETURN, "ok", Effect.SUCCESS)
+_SERVER_ERROR_RETURNED = Verdict(Action.RETURN, "server_error", Effect.FAILURE)
+_MAY_HAVE_ACTED = Verdict(Action.STOP, "timeout", Effect.FAILURE)
+# The router's own lack of descriptors or memory: no verdict on any provider.
+_LOCAL_RESOURCES = Verdict(Action.STOP, LocalResourceError.kind, Effect.NONE)
 _AUTH_OUTCOMES: Mapping[int, str] = {401: "auth_failed", 402: "payment_required", 403: "forbidden"}
 
 
@@ -95,20 +108,24 @@ class RoutingPolicy:
     def plan(
         self,
         providers: Sequence[tuple[ProviderConfig, ProviderHealth]],
-        model: str,
+        model: str | None,
         now: float,
         rotation: int,
     ) -> list[Candidate]:
         """The providers to try for ``model``, best first; empty if none serves it.
 
+        ``model`` None (a request not routed by model): every provider, nothing renamed.
         Cooling providers are skipped; if every one is cooling, the one that is ready
         first is still tried.  Equal priorities rotate by ``rotation`` to share load.
         """
-        serving = [
-            Candidate(provider, health, upstream)
-            for provider, health in providers
-            if (upstream := provider.upstream_model(model)) is not None
-        ]
+        if model is None:
+            serving = [Candidate(provider, health, None) for provider, health in providers]
+        else:
+            serving = [
+                Candidate(provider, health, upstream)
+                for provider, health in providers
+                if (upstream := provider.upstream_model(model)) is not None
+            ]
         if not serving:
             return []
         available = [c for c in serving if c.health.is_available(now)]
@@ -124,10 +141,14 @@ class RoutingPolicy:
 
     @staticmethod
     def retry_after(
-        providers: Sequence[tuple[ProviderConfig, ProviderHealth]], model: str, now: float
+        providers: Sequence[tuple[ProviderConfig, ProviderHealth]], model: str | None, now: float
     ) -> float:
         """Seconds until the first provider serving ``model`` is ready again (>= 1)."""
-        ready = [h.ready_at() for p, h in providers if p.upstream_model(model) is not None]
+        ready = [
+            h.ready_at()
+            for p, h in providers
+            if model is None or p.upstream_model(model) is not None
+        ]
         return float(max(1, math.ceil(min(ready, default=now) - now)))
 
     def backoff(self, retry_index: int, rng: random.Random) -> float:
@@ -145,14 +166,31 @@ class RoutingPolicy:
         body: bytes | None,
         *,
         wall_now: float,
+        mode: Fallback = Fallback.FULL,
     ) -> Verdict:
-        """Judge a complete upstream answer (``body`` None: a stream's first event was fine)."""
+        """Judge a complete upstream answer (``body`` None: a stream's first event was fine).
+
+        ``mode`` narrows what may move on to the next provider for operations that are
+        not generation (SPEC section 9): reads move on after any failure, other requests
+        only when the upstream surely did not act on them.
+        """
         if 200 <= status < 300:
-            if body is not None and not _is_json(body):
+            if mode is Fallback.FULL and body is not None and not _is_json(body):
                 return _INVALID_BODY
-            return _OK
+            return _OK if mode is Fallback.FULL else _ANSWERED
         info = self._family.error_info(body) if body else None
-        return self.classify_error(status, headers, info, wall_now=wall_now)
+        verdict = self.classify_error(status, headers, info, wall_now=wall_now)
+        if mode is Fallback.FULL:
+            return verdict
+        if verdict.effect is Effect.COOLDOWN:  # rate limited, overloaded, key or credit
+            return verdict
+        if status == 404 and mode is Fallback.READ:
+            return _NOT_FOUND
+        if mode is Fallback.READ and verdict.action is Action.RETRY:
+            return verdict
+        if status >= 500:
+            return _SERVER_ERROR_RETURNED
+        return _CLIENT_ERROR
 
     def classify_error(
         self,
@@ -202,8 +240,20 @@ class RoutingPolicy:
         return _UNEXPECTED
 
     @staticmethod
-    def classify_transport(error: UpstreamTransportError) -> Verdict:
+    def classify_transport(
+        error: UpstreamTransportError, mode: Fallback = Fallback.FULL
+    ) -> Verdict:
         """Judge an attempt that got no HTTP answer."""
+        if isinstance(error, LocalResourceError):
+            return _LOCAL_RESOURCES
+        if mode is Fallback.UNSURE and not isinstance(error, UpstreamConnectError):
+            # It may have been received and acted on: repeating it elsewhere could
+            # create a second file or batch.
+            return (
+                _MAY_HAVE_ACTED
+                if isinstance(error, UpstreamTimeout)
+                else Verdict(Action.STOP, error.kind, Effect.FAILURE)
+            )
         if isinstance(error, UpstreamTimeout):
             return _TIMEOUT  # a silent provider is not retried within the request
         return Verdict(Action.RETRY, error.kind, Effect.FAILURE)

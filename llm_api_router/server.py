@@ -23,12 +23,14 @@ from starlette.types import Message, Receive, Scope, Send
 from llm_api_router._version import __version__
 from llm_api_router.auth import RouterKeys
 from llm_api_router.config import FAMILIES, Family, ProviderConfig, RouterConfig
+from llm_api_router.catalog import ModelCatalog
 from llm_api_router.dispatch import Dispatcher
-from llm_api_router.endpoint import ChatEndpoint
+from llm_api_router.endpoint import FamilyEndpoint
 from llm_api_router.families import ApiFamily, family_for
 from llm_api_router.health import ProviderHealth
 from llm_api_router.logs import Redactor, install_redaction
 from llm_api_router.metrics import CONTENT_TYPE, RouterMetrics
+from llm_api_router.scrub import SecretScrubber
 from llm_api_router.upstream import AiohttpTransport, Transport
 
 __all__ = ["ROUTES", "RouterApp", "create_app"]
@@ -42,30 +44,29 @@ ROUTES: Mapping[Family, tuple[str, ...]] = {
     "openai": ("/openai/chat/completions", "/openai/v1/chat/completions"),
     "anthropic": ("/anthropic/chat/completions", "/anthropic/v1/messages"),
 }
-_CHAT_PATHS: Mapping[str, Family] = {
-    path: family for family, paths in ROUTES.items() for path in paths
-}
+_FAMILY_PREFIXES: tuple[tuple[str, Family], ...] = tuple((f"/{name}/", name) for name in FAMILIES)
 
 
 class RouterApp(FastAPI):
-    """The router's ASGI app: chat requests go straight to their endpoint (the hot path);
-    everything else (info routes, docs, error pages) is ordinary FastAPI."""
+    """The router's ASGI app: every request under a family goes straight to that family's
+    endpoint (the hot path); everything else (info routes, docs, error pages) is FastAPI."""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["method"] == "POST":
+        if scope["type"] == "http":
             path: str = scope["path"]
             root = scope.get("root_path", "")
             if root and path.startswith(root):
                 path = path[len(root) :]
-            family = _CHAT_PATHS.get(path)
             runtime: _Runtime | None = getattr(self.state, "runtime", None)
-            if family is not None and runtime is not None:
-                await _guarded(runtime.endpoints[family], scope, receive, send)
-                return
+            if runtime is not None:
+                for prefix, family in _FAMILY_PREFIXES:
+                    if path.startswith(prefix):
+                        await _guarded(runtime.endpoints[family], scope, receive, send)
+                        return
         await super().__call__(scope, receive, send)
 
 
-async def _guarded(endpoint: ChatEndpoint, scope: Scope, receive: Receive, send: Send) -> None:
+async def _guarded(endpoint: FamilyEndpoint, scope: Scope, receive: Receive, send: Send) -> None:
     """Run the chat endpoint; an unexpected error becomes a native 500, never a traceback."""
     started = False
 
@@ -91,7 +92,7 @@ class _Runtime:
     """What the lifespan builds: per family a dispatcher and its endpoint; the metrics."""
 
     dispatchers: dict[Family, Dispatcher]
-    endpoints: dict[Family, ChatEndpoint]
+    endpoints: dict[Family, FamilyEndpoint]
     metrics: RouterMetrics
 
 
@@ -136,9 +137,15 @@ def create_app(
 
 
 def _build_runtime(config: RouterConfig, transport: Transport, clock: Clock) -> _Runtime:
+    scrubber = SecretScrubber(config.secrets())
     dispatchers = {
         name: Dispatcher(
-            family_for(name), config.providers(name), config.settings, transport, clock=clock
+            family_for(name),
+            config.providers(name),
+            config.settings,
+            transport,
+            clock=clock,
+            scrubber=scrubber,
         )
         for name in FAMILIES
     }
@@ -151,8 +158,13 @@ def _build_runtime(config: RouterConfig, transport: Transport, clock: Clock) -> 
     metrics = RouterMetrics(provider_table, clock)
     keys = RouterKeys(k.get_secret_value() for k in config.auth.api_keys)
     endpoints = {
-        name: ChatEndpoint(
-            dispatcher.family, dispatcher, keys, metrics, config.settings.max_body_bytes
+        name: FamilyEndpoint(
+            dispatcher.family,
+            dispatcher,
+            keys,
+            metrics,
+            config.settings.max_body_bytes,
+            ModelCatalog(dispatcher.family, dispatcher, clock=clock),
         )
         for name, dispatcher in dispatchers.items()
     }

@@ -22,7 +22,7 @@ from llm_api_router.families import ApiFamily, StreamTracker
 from llm_api_router.sse import SSEDecoder
 from llm_api_router.upstream import UpstreamResponse
 
-__all__ = ["DEFAULT_FINISH_GRACE", "StreamOutcome", "StreamRelay", "stream_to_client"]
+__all__ = ["DEFAULT_FINISH_GRACE", "RawRelay", "StreamOutcome", "StreamRelay", "stream_to_client"]
 
 #: After a natural finish, how long to wait for the upstream's own terminal marker.
 DEFAULT_FINISH_GRACE = 0.5
@@ -42,6 +42,9 @@ class StreamOutcome:
 
 class StreamRelay:
     """One committed upstream stream; iterate :meth:`body` exactly once."""
+
+    #: Always ends with a terminating chunk: failures are told in a native error event.
+    clean_end = True
 
     def __init__(
         self,
@@ -121,8 +124,10 @@ class StreamRelay:
             pieces.append(event.raw)
             if event.is_comment:
                 continue
-            if tracker.observe(event) is not None:
+            info = tracker.observe(event)
+            if info is not None:
                 self._end(StreamOutcome.UPSTREAM_ERROR)  # relayed as sent: already native
+                pieces.append(tracker.after_error(info))
                 break
             if tracker.terminal:
                 self._end(StreamOutcome.COMPLETE)
@@ -149,7 +154,7 @@ class StreamRelay:
 
     def _fail(self, outcome: str, status: int, message: str) -> bytes:
         self._end(outcome)
-        return self._family.stream_error_event(status, message, code=f"stream_{outcome}")
+        return self._tracker.failure(status, message, f"stream_{outcome}")
 
     def _end(self, outcome: str) -> None:
         if self.outcome is None:
@@ -157,8 +162,52 @@ class StreamRelay:
             self._on_end(outcome)
 
 
+class RawRelay:
+    """A committed answer of any other type (audio, a download, JSONL), relayed as it comes.
+
+    It has no events to end with an error: a cut or a stall ends the client's response
+    without its terminating chunk, so the client sees a truncated body, never a whole one.
+    """
+
+    clean_end = True
+
+    def __init__(self, response: UpstreamResponse, *, stall_timeout: float) -> None:
+        self._response = response
+        self._stall_timeout = stall_timeout
+        self.outcome: str | None = None
+
+    async def body(self) -> AsyncGenerator[bytes, None]:
+        try:
+            while True:
+                try:
+                    chunk = await self._response.next_chunk()
+                except UpstreamTimeout:
+                    self._truncate(StreamOutcome.STALLED)
+                    return
+                except UpstreamTransportError:
+                    self._truncate(StreamOutcome.CUT)
+                    return
+                if not chunk:
+                    self.outcome = StreamOutcome.COMPLETE
+                    return
+                yield chunk
+        finally:
+            self._response.close()
+            if self.outcome is None:
+                self.outcome = StreamOutcome.CLIENT_DISCONNECTED
+
+    def _truncate(self, outcome: str) -> None:
+        self.outcome = outcome
+        self.clean_end = False
+
+    def abort(self) -> None:
+        self._response.close()
+        if self.outcome is None:
+            self.outcome = StreamOutcome.CLIENT_DISCONNECTED
+
+
 async def stream_to_client(
-    relay: StreamRelay,
+    relay: StreamRelay | RawRelay,
     status: int,
     headers: list[tuple[bytes, bytes]],
     receive: Receive,
@@ -180,7 +229,8 @@ async def stream_to_client(
             await send({"type": "http.response.body", "body": chunk, "more_body": True})
             if first_byte is None:
                 first_byte = time.perf_counter()
-        await send({"type": "http.response.body", "body": b"", "more_body": False})
+        if relay.clean_end:
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
 
     try:
         await unless_client_leaves(receive, send_all())

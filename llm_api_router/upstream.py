@@ -17,6 +17,8 @@ from llm_api_router.errors import map_client_error
 
 __all__ = ["AiohttpTransport", "Transport", "UpstreamResponse"]
 
+_BODYLESS = frozenset({"GET", "HEAD", "DELETE", "OPTIONS"})
+
 
 class UpstreamResponse(Protocol):
     """An upstream answer whose body has not been read yet.  Always ``close()`` it."""
@@ -46,7 +48,13 @@ class Transport(Protocol):
     """Sends one request to an upstream.  Errors are raised as UpstreamTransportError."""
 
     async def request(
-        self, url: str, headers: Mapping[str, str], body: bytes, *, timeout: float
+        self,
+        url: str,
+        headers: Mapping[str, str],
+        body: bytes,
+        *,
+        timeout: float,
+        method: str = "POST",
     ) -> UpstreamResponse: ...
 
     async def aclose(self) -> None: ...
@@ -122,7 +130,13 @@ class AiohttpTransport:
             self._session = None
 
     async def request(
-        self, url: str, headers: Mapping[str, str], body: bytes, *, timeout: float
+        self,
+        url: str,
+        headers: Mapping[str, str],
+        body: bytes,
+        *,
+        timeout: float,
+        method: str = "POST",
     ) -> UpstreamResponse:
         session = self._session
         if session is None:
@@ -134,8 +148,13 @@ class AiohttpTransport:
             )
             self._timeouts[timeout] = client_timeout
         try:
-            response = await session.post(
-                url, data=body, headers=headers, timeout=client_timeout, allow_redirects=False
+            response = await session.request(
+                method,
+                url,
+                data=body if body or method not in _BODYLESS else None,
+                headers=headers,
+                timeout=client_timeout,
+                allow_redirects=False,
             )
         except Exception as exc:
             raise map_client_error(exc) from exc

@@ -17,6 +17,12 @@ from llm_api_router.families.base import (
     loads_object,
     wrong_type,
 )
+from llm_api_router.families.operations import (
+    LimitClass,
+    Operation,
+    OperationTable,
+    StreamFormat,
+)
 from llm_api_router.sse import SSEEvent
 
 __all__ = ["DEFAULT_ANTHROPIC_VERSION", "AnthropicFamily"]
@@ -52,15 +58,63 @@ _STATUS_OF_TYPE: Mapping[str, int] = {
 }
 
 
+_POST = frozenset({"POST"})
+_GET = frozenset({"GET"})
+
+#: Every path of the Anthropic API the router knows, first match wins (SPEC section 9).
+OPERATIONS = OperationTable(
+    (
+        Operation(
+            "messages",
+            "messages",
+            _POST,
+            generation=True,
+            required=("model", "messages", "max_tokens"),
+            stream=StreamFormat.MESSAGES,
+            limit_class=LimitClass.GENERATE,
+        ),
+        Operation(
+            "count_tokens",
+            "messages/count_tokens",
+            _POST,
+            generation=True,
+            required=("model", "messages"),
+            limit_class=LimitClass.COUNT_TOKENS,
+        ),
+        Operation(
+            "batches",
+            "messages/batches(/.*)?",
+            limit_class=LimitClass.BATCHES,
+            rewrites_urls=True,
+        ),
+        Operation("models", "models", _GET, model_list=True),
+        Operation("model", "models/.+", _GET, model_list=True),
+        Operation("files", "files(/.*)?", limit_class=LimitClass.FILES),
+    ),
+    Operation("other", ".*"),
+)
+_PREAMBLE_EVENTS = (b"event: message_start", b"event: ping")
+
+
 class AnthropicFamily(ApiFamily):
-    """``POST /anthropic/v1/messages`` -> ``{base_url}/v1/messages``."""
+    """``/anthropic/X`` and ``/anthropic/v1/X`` -> ``{base_url}/v1/X``.
+
+    The seed's ``/anthropic/chat/completions`` stays an alias of ``/anthropic/v1/messages``.
+    """
 
     name: ClassVar[Family] = "anthropic"
-    upstream_path: ClassVar[str] = "/v1/messages"
+    operations: ClassVar[OperationTable] = OPERATIONS
+    chat_path: ClassVar[str] = "messages"
+    upstream_prefix: ClassVar[str] = "/v1"
     rate_limit_statuses: ClassVar[frozenset[int]] = frozenset({429, 529})
     private_request_headers: ClassVar[frozenset[str]] = frozenset()
     required_fields: ClassVar[tuple[str, ...]] = ("model", "messages", "max_tokens")
     default_headers: ClassVar[Mapping[str, str]] = {"anthropic-version": DEFAULT_ANTHROPIC_VERSION}
+
+    def operation_path(self, client_path: str) -> str:
+        if client_path == "chat/completions":
+            return "messages"
+        return super().operation_path(client_path)
 
     def check_fields(self, data: dict[str, Any]) -> None:
         max_tokens = data["max_tokens"]
@@ -94,8 +148,12 @@ class AnthropicFamily(ApiFamily):
         return orjson.dumps({"type": "error", "error": _error_object(status, message)})
 
     def stream_error_event(self, status: int, message: str, *, code: str | None = None) -> bytes:
-        payload = orjson.dumps({"type": "error", "error": _error_object(status, message)})
-        return b"event: error\ndata: " + payload + b"\n\n"
+        return _stream_error_event(status, message)
+
+
+def _stream_error_event(status: int, message: str) -> bytes:
+    payload = orjson.dumps({"type": "error", "error": _error_object(status, message)})
+    return b"event: error\ndata: " + payload + b"\n\n"
 
 
 def _error_object(status: int, message: str) -> dict[str, str]:
@@ -132,3 +190,9 @@ class _AnthropicStreamTracker(StreamTracker):
 
     def completion(self) -> bytes:
         return b""
+
+    def is_preamble(self, event: SSEEvent) -> bool:
+        return event.raw.startswith(_PREAMBLE_EVENTS)
+
+    def failure(self, status: int, message: str, code: str) -> bytes:
+        return _stream_error_event(status, message)

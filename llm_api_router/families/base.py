@@ -11,6 +11,8 @@ import orjson
 
 from llm_api_router.config import Family, ProviderConfig
 from llm_api_router.errors import ClientRequestError
+from llm_api_router.families.multipart import form_field
+from llm_api_router.families.operations import Operation, OperationTable, StreamFormat
 from llm_api_router.sse import SSEEvent
 
 __all__ = [
@@ -26,15 +28,28 @@ __all__ = [
 
 @dataclass(frozen=True, slots=True)
 class ChatRequest:
-    """What routing needs to know about a client's request; ``body`` is forwarded as is."""
+    """What routing needs to know about a client's request; ``body`` is forwarded as is.
+
+    Every operation's request has this shape (the name is the first operation's): ``model``
+    is None where the operation is not routed by model or the client sent none.
+    """
 
     body: bytes
-    data: dict[str, Any]
-    model: str
+    data: dict[str, Any] | None
+    model: str | None
     stream: bool
     include_usage: bool
     #: At most one choice can come back (OpenAI ``n`` absent or 1).
     single_choice: bool = True
+    #: What the path is; None: the family's chat operation.
+    operation: Operation | None = None
+    method: str = "POST"
+    #: The upstream path below the family's prefix, e.g. ``chat/completions``.
+    path: str = ""
+    #: The client's content type, forwarded with the body.
+    content_type: str = "application/json"
+    #: The router's base URL as the client reached it (for rewritten upstream URLs).
+    origin: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,25 +78,123 @@ class StreamTracker(abc.ABC):
     def completion(self) -> bytes:
         """Bytes that complete a naturally finished stream whose terminal marker is missing."""
 
+    def is_preamble(self, event: SSEEvent) -> bool:
+        """An event that carries no output yet (held back before the commit; SPEC 9)."""
+        return False
+
+    @abc.abstractmethod
+    def failure(self, status: int, message: str, code: str) -> bytes:
+        """The native event that ends a committed stream the router cannot finish."""
+
+    def after_error(self, info: UpstreamErrorInfo) -> bytes:
+        """What follows a relayed upstream error event after the commit (if anything)."""
+        return b""
+
 
 class ApiFamily(abc.ABC):
     """One API family (OpenAI or Anthropic): pure data and functions, no I/O."""
 
     name: ClassVar[Family]
-    upstream_path: ClassVar[str]
     #: Upstream statuses that mean "rate limited / overloaded: cool down, next provider".
     rate_limit_statuses: ClassVar[frozenset[int]]
     #: Client request headers never forwarded for this family (lower-case).
     private_request_headers: ClassVar[frozenset[str]]
-    #: Fields whose presence and type are checked before anything is forwarded.
+    #: The chat operation's required fields (documented in the OpenAPI schema).
     required_fields: ClassVar[tuple[str, ...]]
     #: Request headers sent upstream unless the client sends its own value.
     default_headers: ClassVar[Mapping[str, str]] = {}
 
     # -- requests -------------------------------------------------------------------------
 
-    def parse_request(self, body: bytes) -> ChatRequest:
-        """Validate the client's body just enough to route it; raise ClientRequestError."""
+    #: This family's operations (SPEC section 9), first match wins.
+    operations: ClassVar[OperationTable]
+    #: The path of the chat operation below the family, as the seed served it.
+    chat_path: ClassVar[str]
+    #: Upstream path prefix below ``base_url`` for every operation (Anthropic: ``/v1``).
+    upstream_prefix: ClassVar[str] = ""
+
+    def operation_path(self, client_path: str) -> str:
+        """The path below the family for a client path below ``/<family>/`` (``v1/`` optional)."""
+        path = client_path[3:] if client_path.startswith("v1/") else client_path
+        return "" if client_path == "v1" else path
+
+    def upstream_url(self, base_url: str, path: str, query: str) -> str:
+        return f"{base_url}{self.upstream_prefix}/{path}{query}"
+
+    def parse_request(
+        self,
+        body: bytes,
+        operation: Operation | None = None,
+        *,
+        method: str = "POST",
+        path: str | None = None,
+        content_type: str | None = None,
+        origin: str = "",
+    ) -> ChatRequest:
+        """Read what routing needs from a client's request; raise ClientRequestError.
+
+        Generation operations with a JSON body are validated just enough to route them
+        (``model``, ``stream`` and the operation's required fields); other bodies are
+        forwarded as received.
+        """
+        op = operation or self.operations.find("POST", self.chat_path)
+        media = (content_type or "application/json").split(";", 1)[0].strip().lower()
+        if path is None:
+            path = self.chat_path
+        if not op.generation:
+            return ChatRequest(
+                body, None, None, False, False, True, op, method, path, content_type or "", origin
+            )
+        if media == "multipart/form-data" and content_type and op.accepts_form:
+            model = form_field(body, content_type, "model")
+            stream = form_field(body, content_type, "stream") == "true"
+            return ChatRequest(
+                body,
+                None,
+                model or None,
+                stream,
+                False,
+                True,
+                op,
+                method,
+                path,
+                content_type,
+                origin,
+            )
+        data = self._json_object(body)
+        for name in op.required:
+            if name not in data:
+                raise ClientRequestError(400, f"Missing required parameter: '{name}'.", param=name)
+        model = data.get("model")
+        if ("model" in data or model is not None) and (not isinstance(model, str) or not model):
+            raise wrong_type("model", "a non-empty string", model)
+        if "messages" in op.required and not isinstance(data["messages"], list):
+            raise wrong_type("messages", "an array", data["messages"])
+        stream = data.get("stream", False)
+        if stream is not None and not isinstance(stream, bool):
+            raise wrong_type("stream", "a boolean", stream)
+        if op.stream is StreamFormat.MESSAGES or "max_tokens" in op.required:
+            self.check_fields(data)
+        options = data.get("stream_options")
+        if options is not None and not isinstance(options, dict):
+            raise wrong_type("stream_options", "an object", options)
+        include_usage = bool(options and options.get("include_usage") is True)
+        return ChatRequest(
+            body=body,
+            data=data,
+            model=model,
+            stream=bool(stream) and op.stream is not None,
+            include_usage=include_usage,
+            single_choice=data.get("n") in (None, 1),
+            operation=op,
+            method=method,
+            path=path,
+            content_type=content_type or "application/json",
+            origin=origin,
+        )
+
+    @staticmethod
+    def _json_object(body: bytes) -> dict[str, Any]:
         if not body.strip():
             raise ClientRequestError(400, "The request body is empty; send a JSON object.")
         try:
@@ -94,32 +207,7 @@ class ApiFamily(abc.ABC):
             raise ClientRequestError(
                 400, f"The request body must be a JSON object, not {_json_type(data)}."
             )
-        for field in self.required_fields:
-            if field not in data:
-                raise ClientRequestError(
-                    400, f"Missing required parameter: '{field}'.", param=field
-                )
-        model = data["model"]
-        if not isinstance(model, str) or not model:
-            raise wrong_type("model", "a non-empty string", model)
-        if not isinstance(data["messages"], list):
-            raise wrong_type("messages", "an array", data["messages"])
-        stream = data.get("stream", False)
-        if stream is not None and not isinstance(stream, bool):
-            raise wrong_type("stream", "a boolean", stream)
-        self.check_fields(data)
-        options = data.get("stream_options")
-        if options is not None and not isinstance(options, dict):
-            raise wrong_type("stream_options", "an object", options)
-        include_usage = bool(options and options.get("include_usage") is True)
-        return ChatRequest(
-            body=body,
-            data=data,
-            model=model,
-            stream=bool(stream),
-            include_usage=include_usage,
-            single_choice=data.get("n") in (None, 1),
-        )
+        return data
 
     def check_fields(self, data: dict[str, Any]) -> None:  # noqa: B027 - optional hook
         """Family-specific field checks beyond the common ones."""

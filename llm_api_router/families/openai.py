@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
@@ -14,6 +15,13 @@ from llm_api_router.families.base import (
     StreamTracker,
     UpstreamErrorInfo,
     error_info_of,
+    loads_object,
+)
+from llm_api_router.families.operations import (
+    LimitClass,
+    Operation,
+    OperationTable,
+    StreamFormat,
 )
 from llm_api_router.sse import SSEEvent
 
@@ -37,11 +45,101 @@ _ERROR_KINDS: Mapping[int, tuple[str, str | None]] = {
 }
 
 
+_POST = frozenset({"POST"})
+_GET = frozenset({"GET"})
+_GENERATE = LimitClass.GENERATE
+
+#: Every path of the OpenAI API the router knows, first match wins (SPEC section 9).
+OPERATIONS = OperationTable(
+    (
+        Operation(
+            "chat",
+            "chat/completions",
+            _POST,
+            generation=True,
+            required=("model", "messages"),
+            stream=StreamFormat.CHAT,
+            limit_class=_GENERATE,
+        ),
+        Operation(
+            "responses",
+            "responses",
+            _POST,
+            generation=True,
+            required=("model",),
+            stream=StreamFormat.RESPONSES,
+            limit_class=_GENERATE,
+        ),
+        Operation(
+            "responses_input_tokens",
+            "responses/input_tokens",
+            _POST,
+            generation=True,
+            required=("model",),
+            limit_class=LimitClass.COUNT_TOKENS,
+        ),
+        Operation(
+            "responses_compact",
+            "responses/compact",
+            _POST,
+            generation=True,
+            required=("model",),
+            limit_class=_GENERATE,
+        ),
+        Operation(
+            "completions",
+            "completions",
+            _POST,
+            generation=True,
+            required=("model",),
+            stream=StreamFormat.CHAT,
+            limit_class=_GENERATE,
+        ),
+        Operation(
+            "embeddings",
+            "embeddings",
+            _POST,
+            generation=True,
+            required=("model",),
+            limit_class=LimitClass.EMBEDDINGS,
+        ),
+        Operation("moderations", "moderations", _POST, generation=True),
+        Operation(
+            "audio",
+            "audio/[^/]+",
+            _POST,
+            generation=True,
+            stream=StreamFormat.CHAT,
+            limit_class=_GENERATE,
+            accepts_form=True,
+        ),
+        Operation(
+            "images",
+            "images/[^/]+",
+            _POST,
+            generation=True,
+            limit_class=_GENERATE,
+            accepts_form=True,
+        ),
+        Operation("models", "models", _GET, model_list=True),
+        Operation("model", "models/.+", _GET, model_list=True),
+        Operation("responses_object", "responses/.+", limit_class=_GENERATE),
+        Operation("files", "files(/.*)?", limit_class=LimitClass.FILES),
+        Operation("uploads", "uploads(/.*)?", limit_class=LimitClass.FILES),
+        Operation("batches", "batches(/.*)?", limit_class=LimitClass.BATCHES),
+    ),
+    Operation("other", ".*"),
+)
+
+_OUTPUT_FREE_DELTA_KEYS = frozenset({"role", "content", "refusal"})
+
+
 class OpenAIFamily(ApiFamily):
-    """``POST /openai/chat/completions`` -> ``{base_url}/chat/completions``."""
+    """``/openai/X`` and ``/openai/v1/X`` -> ``{base_url}/X`` (chat: ``chat/completions``)."""
 
     name: ClassVar[Family] = "openai"
-    upstream_path: ClassVar[str] = "/chat/completions"
+    operations: ClassVar[OperationTable] = OPERATIONS
+    chat_path: ClassVar[str] = "chat/completions"
     rate_limit_statuses: ClassVar[frozenset[int]] = frozenset({429})
     private_request_headers: ClassVar[frozenset[str]] = frozenset(
         {"openai-organization", "openai-project"}
@@ -67,14 +165,16 @@ class OpenAIFamily(ApiFamily):
         return status == 429 and info is not None and "insufficient_quota" in (info.code, info.type)
 
     def stream_error_status(self, info: UpstreamErrorInfo) -> int:
-        kind = f"{info.type} {info.code}"
+        kind = f"{info.type} {info.code}".lower()
         if "insufficient_quota" in kind or "rate_limit" in kind:
             return 429
-        if "invalid_request" in kind:
+        if any(word in kind for word in _CLIENT_ERROR_WORDS):
             return 400
         return 500
 
     def new_stream_tracker(self, request: ChatRequest) -> StreamTracker:
+        if request.operation is not None and request.operation.stream is StreamFormat.RESPONSES:
+            return _ResponsesStreamTracker()
         return _OpenAIStreamTracker(request.include_usage, request.single_choice)
 
     def error_body(
@@ -83,11 +183,15 @@ class OpenAIFamily(ApiFamily):
         return orjson.dumps({"error": _error_object(status, message, code, param)})
 
     def stream_error_event(self, status: int, message: str, *, code: str | None = None) -> bytes:
-        return (
-            b"data: "
-            + orjson.dumps({"error": _error_object(status, message, code, None)})
-            + (b"\n\n")
-        )
+        return _stream_error_event(status, message, code)
+
+
+#: Words in an in-band error's type or code that say the request itself is wrong.
+_CLIENT_ERROR_WORDS = ("invalid", "not_found", "policy", "unsupported", "too_large", "flagged")
+
+
+def _stream_error_event(status: int, message: str, code: str | None) -> bytes:
+    return b"data: " + orjson.dumps({"error": _error_object(status, message, code, None)}) + b"\n\n"
 
 
 def _error_object(status: int, message: str, code: str | None, param: str | None) -> dict[str, Any]:
@@ -167,3 +271,119 @@ class _OpenAIStreamTracker(StreamTracker):
 
     def completion(self) -> bytes:
         return _DONE
+
+    def is_preamble(self, event: SSEEvent) -> bool:
+        """A chunk with no output yet: only the role, or no choice (e.g. filter results)."""
+        chunk = loads_object(event.data.encode())
+        if chunk is None or chunk.get("error") or chunk.get("usage"):
+            return False
+        choices = chunk.get("choices")
+        if not isinstance(choices, list):
+            return False
+        for choice in choices:
+            if not isinstance(choice, dict) or choice.get("finish_reason") or choice.get("text"):
+                return False
+            delta = choice.get("delta")
+            if not isinstance(delta, dict):
+                return False
+            if any(v for k, v in delta.items() if k not in _OUTPUT_FREE_DELTA_KEYS):
+                return False
+            if delta.get("content") or delta.get("refusal"):
+                return False
+        return True
+
+    def failure(self, status: int, message: str, code: str) -> bytes:
+        return _stream_error_event(status, message, code)
+
+
+_TERMINAL_RESPONSE_EVENTS = frozenset(
+    {"response.completed", "response.incomplete", "response.failed"}
+)
+_PREAMBLE_RESPONSE_EVENTS = frozenset(
+    {"response.created", "response.in_progress", "response.queued"}
+)
+_SEQUENCE = re.compile(rb'"sequence_number"\s*:\s*(\d+)')
+
+
+class _ResponsesStreamTracker(StreamTracker):
+    """Responses API events: the natural end is response.completed / .incomplete / .failed.
+
+    There is no ``[DONE]``.  A stream the router must end itself ends with a
+    ``response.failed`` event built from the upstream's own ``response.created``, so
+    clients (the openai SDK, Codex) see a failed response, never an invented success.
+    """
+
+    __slots__ = ("_response", "_sequence", "finished", "terminal")
+
+    def __init__(self) -> None:
+        self.finished = False
+        self.terminal = False
+        self._response: dict[str, Any] = {}
+        self._sequence = -1
+
+    def observe(self, event: SSEEvent) -> UpstreamErrorInfo | None:
+        raw = event.raw
+        found = _SEQUENCE.search(raw)
+        if found is not None:
+            self._sequence = int(found.group(1))
+        if raw.startswith(b"event: response.") and (
+            raw.startswith(b"event: response.output_") or raw.startswith(b"event: response.content")
+        ):
+            return None  # output deltas and parts: nothing to learn
+        data = loads_object(event.data.encode())
+        name = event.event or (data.get("type") if data else None)
+        if name in _TERMINAL_RESPONSE_EVENTS:
+            self.finished = self.terminal = True
+            if name == "response.failed":
+                response = data.get("response") if data else None
+                error = response.get("error") if isinstance(response, dict) else None
+                return error_info_of(error) if isinstance(error, dict) else _NO_INFO
+            return None
+        if name in _PREAMBLE_RESPONSE_EVENTS and data is not None:
+            response = data.get("response")
+            if isinstance(response, dict):
+                self._response = response
+            return None
+        if name == "error":
+            error = data.get("error") if data else None
+            return error_info_of(error if isinstance(error, dict) else data)
+        return None
+
+    def completion(self) -> bytes:
+        return b""
+
+    def is_preamble(self, event: SSEEvent) -> bool:
+        data = loads_object(event.data.encode())
+        name = event.event or (data.get("type") if data else None)
+        return name in _PREAMBLE_RESPONSE_EVENTS
+
+    def failure(self, status: int, message: str, code: str) -> bytes:
+        self._sequence += 1
+        response = {
+            "id": None,
+            "object": "response",
+            "created_at": None,
+            "model": None,
+            "output": [],
+            **self._response,
+            "status": "failed",
+            "error": {"code": code, "message": message},
+            "incomplete_details": None,
+        }
+        payload = {
+            "type": "response.failed",
+            "sequence_number": self._sequence,
+            "response": response,
+        }
+        self.finished = self.terminal = True
+        return b"event: response.failed\ndata: " + orjson.dumps(payload) + b"\n\n"
+
+    def after_error(self, info: UpstreamErrorInfo) -> bytes:
+        if self.terminal:
+            return b""
+        return self.failure(
+            500, info.message or "The upstream reported an error.", info.code or "server_error"
+        )
+
+
+_NO_INFO = UpstreamErrorInfo(None, None, "")

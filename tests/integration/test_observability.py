@@ -545,7 +545,8 @@ def scrape(http: httpx.Client, url: str) -> Samples:
 
 
 def value(samples: Samples, name: str, **labels: str) -> float:
-    return samples.get((name, frozenset(labels.items())), 0.0)
+    """``name`` summed over the label sets that include ``labels`` (e.g. every operation)."""
+    return total(samples, name, **labels)
 
 
 def total(samples: Samples, name: str, **labels: str) -> float:

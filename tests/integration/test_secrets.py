@@ -345,7 +345,13 @@ class _ExplodingTransport:
     """A transport that fails the way a bug would: a plain exception naming a key."""
 
     async def request(
-        self, url: str, headers: Mapping[str, str], body: bytes, *, timeout: float
+        self,
+        url: str,
+        headers: Mapping[str, str],
+        body: bytes,
+        *,
+        timeout: float,
+        method: str = "POST",
     ) -> UpstreamResponse:
         raise RuntimeError(f"bug while sending with {headers.get('authorization')} / {KEY_A}")
 

@@ -38,6 +38,7 @@ class Sent:
     headers: dict[str, str]
     body: bytes
     timeout: float
+    method: str = "POST"
 
 
 class _Response:
@@ -89,9 +90,15 @@ class ScriptedTransport:
         self._scripts[prefix].extend(answers)
 
     async def request(
-        self, url: str, headers: Mapping[str, str], body: bytes, *, timeout: float
+        self,
+        url: str,
+        headers: Mapping[str, str],
+        body: bytes,
+        *,
+        timeout: float,
+        method: str = "POST",
     ) -> UpstreamResponse:
-        self.sent.append(Sent(url, dict(headers), body, timeout))
+        self.sent.append(Sent(url, dict(headers), body, timeout, method))
         for prefix, queue in self._scripts.items():
             if url.startswith(prefix) and queue:
                 canned = queue.popleft()

@@ -285,6 +285,10 @@ async def test_query_string_is_kept() -> None:
 STREAM_BODY = orjson.dumps({"model": "m", "max_tokens": 5, "messages": [], "stream": True})
 START = b'event: message_start\ndata: {"type":"message_start"}\n\n'
 STOP = b'event: message_stop\ndata: {"type":"message_stop"}\n\n'
+DELTA = (
+    b"event: content_block_delta\n"
+    b'data: {"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"hi"}}\n\n'
+)
 OVERLOADED = (
     b'event: error\ndata: {"type":"error","error":{"type":"overloaded_error","message":"o"}}\n\n'
 )
@@ -351,10 +355,10 @@ async def test_empty_stream_falls_back() -> None:
 
 async def test_cut_stream_ends_with_native_error_and_marks_failure() -> None:
     dispatcher, transport = make_anthropic("a")
-    transport.script("http://a", Canned(chunks=[START, UpstreamDisconnected("x")]))
+    transport.script("http://a", Canned(chunks=[START, DELTA, UpstreamDisconnected("x")]))
     reply = await stream(dispatcher)
     body = await collect(reply)
-    assert body.startswith(START)
+    assert body.startswith(START + DELTA)
     assert b"event: error" in body and b"closed the stream before its natural end" in body
     assert reply.relay.outcome == "cut"
     assert dispatcher.providers[0][1].snapshot(0).consecutive_failures == 1
@@ -362,7 +366,7 @@ async def test_cut_stream_ends_with_native_error_and_marks_failure() -> None:
 
 async def test_stall_ends_with_native_error() -> None:
     dispatcher, transport = make_anthropic("a")
-    transport.script("http://a", Canned(chunks=[START, UpstreamTimeout("x")]))
+    transport.script("http://a", Canned(chunks=[START, DELTA, UpstreamTimeout("x")]))
     reply = await stream(dispatcher)
     body = await collect(reply)
     assert b"event: error" in body and b"sent nothing for" in body
