@@ -22,8 +22,8 @@ from starlette.types import Message, Receive, Scope, Send
 
 from llm_api_router._version import __version__
 from llm_api_router.auth import RouterKeys
-from llm_api_router.config import FAMILIES, Family, ProviderConfig, RouterConfig
 from llm_api_router.catalog import ModelCatalog
+from llm_api_router.config import FAMILIES, Family, ProviderConfig, RouterConfig
 from llm_api_router.dispatch import Dispatcher
 from llm_api_router.endpoint import FamilyEndpoint
 from llm_api_router.families import ApiFamily, family_for

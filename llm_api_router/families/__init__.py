@@ -5,8 +5,8 @@ from __future__ import annotations
 from llm_api_router.config import Family
 from llm_api_router.families.anthropic import AnthropicFamily
 from llm_api_router.families.base import ApiFamily, ChatRequest, StreamTracker, UpstreamErrorInfo
-from llm_api_router.families.operations import Fallback, LimitClass, Operation, StreamFormat
 from llm_api_router.families.openai import OpenAIFamily
+from llm_api_router.families.operations import Fallback, LimitClass, Operation, StreamFormat
 
 __all__ = [
     "AnthropicFamily",
