@@ -229,7 +229,7 @@ class Dispatcher:
             # Audio, downloads, JSONL, events the client did not ask to follow: relayed as
             # they come, committed on the status and headers.
             relay = RawRelay(response, stall_timeout=provider.timeout)
-            reply_headers = _reply_headers(response.headers, media)
+            reply_headers = self._reply_headers(response.headers, media)
             return _STREAM_OK, StreamReply(response.status, reply_headers, provider.name, [], relay)
         try:
             data = await response.read()
@@ -244,7 +244,7 @@ class Dispatcher:
             data = self._rewrite_urls(data, provider, request.origin)
         reply = Reply(
             status=response.status,
-            headers=_reply_headers(response.headers, "application/json"),
+            headers=self._reply_headers(response.headers, "application/json"),
             body=data,
             provider=provider.name,
             attempts=[],
@@ -283,7 +283,7 @@ class Dispatcher:
                     verdict = self._policy.classify_response(
                         response.status, response.headers, data, wall_now=self._wall_clock()
                     )
-                    headers_back = _reply_headers(response.headers, "application/json")
+                    headers_back = self._reply_headers(response.headers, "application/json")
                     return verdict, Reply(response.status, headers_back, data, provider.name, [])
                 first = await _first_events(response, decoder, tracker)
                 keep_open = True
@@ -345,7 +345,7 @@ class Dispatcher:
             stall_timeout=provider.timeout,
             on_end=on_end,
         )
-        headers = _reply_headers(response.headers, "text/event-stream")
+        headers = self._reply_headers(response.headers, "text/event-stream")
         return _STREAM_OK, StreamReply(response.status, headers, provider.name, [], relay)
 
     # -- bookkeeping ----------------------------------------------------------------------
@@ -385,6 +385,14 @@ class Dispatcher:
         upstream = (provider.base_url + self.family.upstream_prefix + "/").encode()
         ours = f"{origin}/{self.family.name}{self.family.upstream_prefix}/".encode()
         return data.replace(upstream, ours) if upstream in data else data
+
+    def _reply_headers(self, upstream: Mapping[str, str], default_type: str) -> dict[str, str]:
+        headers = pass_back_headers(upstream)
+        headers["content-type"] = upstream.get("content-type", default_type)
+        if self._scrubber:
+            scrub = self._scrubber.scrub_text
+            return {name: scrub(value) for name, value in headers.items()}
+        return headers
 
     def _scrubbed(self, response: UpstreamResponse) -> UpstreamResponse:
         return _ScrubbedResponse(response, self._scrubber.stream()) if self._scrubber else response
@@ -466,9 +474,3 @@ class _ScrubbedResponse:
 
     def close(self) -> None:
         self._response.close()
-
-
-def _reply_headers(upstream: Mapping[str, str], default_type: str) -> dict[str, str]:
-    headers = pass_back_headers(upstream)
-    headers["content-type"] = upstream.get("content-type", default_type)
-    return headers
