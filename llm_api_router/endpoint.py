@@ -69,6 +69,7 @@ class _Exchange:
     attempts: list[AttemptRecord] = field(default_factory=list)
     upstream_request_id: str | None = None
     overhead: float | None = None
+    finished: bool = False
 
 
 class FamilyEndpoint:
@@ -103,8 +104,15 @@ class FamilyEndpoint:
         except ClientGone:
             exchange.status = CLIENT_CLOSED_REQUEST
             self._finish(exchange, None, "client_disconnected" if exchange.stream else None)
+        except Exception:
+            # A bug: the guard answers a native 500; the request is still logged and counted.
+            exchange.status = exchange.status if exchange.finished else 500
+            self._finish(exchange, None, None)
+            raise
         except BaseException:
-            self._in_flight.dec()
+            if not exchange.finished:
+                exchange.finished = True
+                self._in_flight.dec()
             raise
 
     async def _answer(
@@ -227,6 +235,9 @@ class FamilyEndpoint:
 
     def _finish(self, exchange: _Exchange, first_byte: float | None, outcome: str | None) -> None:
         """Report a request once it is over: metrics and one access-log line."""
+        if exchange.finished:
+            return
+        exchange.finished = True
         metrics, name = self._metrics, self._name
         self._in_flight.dec()
         provider = exchange.provider or "none"

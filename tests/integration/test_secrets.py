@@ -412,6 +412,14 @@ def test_exception_with_key_is_redacted_in_server_logs(
             else:
                 assert error["type"] == "error"
                 assert error["error"]["type"] == "api_error"
+        # Every such request is still counted and access-logged (with its 500).
+        metrics = http.get(f"http://127.0.0.1:{port}/metrics").text
+        counted = [
+            line
+            for line in metrics.splitlines()
+            if line.startswith("llm_router_requests_total{") and 'status="500"' in line
+        ]
+        assert sum(float(line.rsplit(" ", 1)[1]) for line in counted) == 3
     finally:
         server.should_exit = True
         thread.join(10)
@@ -420,6 +428,8 @@ def test_exception_with_key_is_redacted_in_server_logs(
     assert "RuntimeError" in err  # the failure was logged ...
     assert leaks(err) == [], [line for line in err.splitlines() if leaks(line)]  # ... redacted
     assert "bug while sending with [REDACTED] / [REDACTED]" in err
+    access = [json.loads(line) for line in err.splitlines() if '"llm_api_router.access"' in line]
+    assert [entry["status"] for entry in access] == [500, 500, 500]
 
 
 # -- reprs and error messages of the configuration --------------------------------------------
