@@ -1,0 +1,7 @@
+"""``python -m llm_api_router.fake_upstream``."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())
