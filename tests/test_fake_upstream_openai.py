@@ -388,3 +388,79 @@ def test_ok_text_and_headers_apply_to_every_endpoint(
     emb = oai.embeddings.with_raw_response.create(model="m", input="x")
     assert emb.headers["x-extra"] == "2"
     assert emb.headers["x-request-id"].startswith("req_")
+
+
+def test_bad_input_gets_native_400s(oai: openai.OpenAI) -> None:
+    bad_file = oai.files.create(file=("in.jsonl", b"not json\n"), purpose="batch")
+    with pytest.raises(openai.BadRequestError, match="JSONL"):
+        oai.batches.create(
+            input_file_id=bad_file.id, endpoint="/v1/chat/completions", completion_window="24h"
+        )
+    with pytest.raises(openai.BadRequestError, match="response_format"):
+        oai.audio.speech.create(
+            model="tts", voice="alloy", input="x", extra_body={"response_format": ["mp3"]}
+        )
+    upload = oai.uploads.create(bytes=1, filename="x", mime_type="text/plain", purpose="batch")
+    with pytest.raises(openai.BadRequestError, match="part"):
+        oai.uploads.complete(upload.id, part_ids=[{"id": 1}])  # type: ignore[list-item]
+    with pytest.raises(openai.BadRequestError) as missing:
+        oai.embeddings.create(model="m", input=[])
+    assert missing.value.param == "input"
+    with pytest.raises(openai.BadRequestError) as no_model:
+        oai.responses.create(input="x")  # type: ignore[call-overload]
+    assert no_model.value.code == "missing_required_parameter"
+    with pytest.raises(openai.BadRequestError, match="multipart"):
+        oai.post("/files", body={"purpose": "batch"}, cast_to=object)
+
+
+def test_object_lifecycles_and_pages(fake: FakeUpstreamThread, oai: openai.OpenAI) -> None:
+    first = oai.files.create(file=("a.txt", b"a"), purpose="assistants")
+    second = oai.files.create(file=("b.jsonl", b"{}"), purpose="batch")
+    assert [f.id for f in oai.files.list(purpose="batch")] == [second.id]
+    page = oai.files.list(limit=1, order="asc")
+    assert [f.id for f in page.data] == [first.id]
+    assert page.has_more is True
+    assert [f.id for f in oai.files.list(order="asc", after=first.id)] == [second.id]
+    with pytest.raises(openai.BadRequestError, match="limit"):
+        oai.files.list(extra_query={"limit": "many"})
+
+    upload = oai.uploads.create(bytes=3, filename="x", mime_type="text/plain", purpose="batch")
+    assert oai.uploads.cancel(upload.id).status == "cancelled"
+    with pytest.raises(openai.BadRequestError, match="already cancelled"):
+        oai.uploads.parts.create(upload.id, data=b"abc")
+    short = oai.uploads.create(bytes=9, filename="x", mime_type="text/plain", purpose="batch")
+    part = oai.uploads.parts.create(short.id, data=b"abc")
+    with pytest.raises(openai.BadRequestError, match="does not match"):
+        oai.uploads.complete(short.id, part_ids=[part.id])
+
+    batch = oai.batches.create(
+        input_file_id=second.id, endpoint="/v1/embeddings", completion_window="24h"
+    )
+    assert oai.batches.cancel(batch.id).status == "cancelling"
+    assert oai.batches.retrieve(batch.id).status == "cancelled"
+    with pytest.raises(openai.ConflictError):
+        oai.batches.cancel(batch.id)
+
+    store = oai.vector_stores.create(name="kb")
+    assert oai.vector_stores.delete(store.id).deleted is True
+    with pytest.raises(openai.NotFoundError):
+        oai.vector_stores.retrieve(store.id)
+    conversation = oai.conversations.create()
+    assert oai.conversations.delete(conversation.id).deleted is True
+    with pytest.raises(openai.NotFoundError, match="Conversation"):
+        oai.conversations.retrieve(conversation.id)
+
+    response = oai.responses.create(
+        model="gpt-5",
+        input=[
+            {"role": "user", "content": "one"},
+            {"role": "assistant", "content": "two"},
+            {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "3"}]},
+        ],
+    )
+    items = oai.responses.input_items.list(response.id, order="asc", limit=2)
+    assert [i.type for i in items.data] == ["message", "message"]
+    assert items.has_more is True
+    assert len({i.id for i in items.data}) == 2
+    with pytest.raises(openai.BadRequestError):
+        oai.responses.input_items.list(response.id, extra_query={"order": "sideways"})

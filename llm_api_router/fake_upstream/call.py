@@ -74,7 +74,9 @@ class Call:
             raise ApiError(400, "We could not parse the JSON body of your request.")
         raise ApiError(400, "Request body must be a valid JSON object.")
 
-    def require(self, *names: str, types: Mapping[str, type | tuple[type, ...]] = {}) -> None:
+    def require(
+        self, *names: str, types: Mapping[str, type | tuple[type, ...]] | None = None
+    ) -> None:
         """Reject a body without ``names`` (or of a wrong type) as the real API does."""
         body = self.object_body()
         for name in names:
@@ -87,7 +89,7 @@ class Call:
                         code="missing_required_parameter",
                     )
                 raise ApiError(400, f"{name}: Field required")
-        for name, kind in types.items():
+        for name, kind in (types or {}).items():
             if name in body and not isinstance(body[name], kind):
                 raise ApiError(400, f"Invalid type for '{name}'.", param=name, code="invalid_type")
 

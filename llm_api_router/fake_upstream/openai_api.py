@@ -122,7 +122,7 @@ def embeddings(call: Call) -> Reply:
     inputs: list[Any] = raw if isinstance(raw, list) and raw else [raw]
     if isinstance(raw, list) and raw and all(isinstance(t, int) for t in raw):
         inputs = [raw]  # one input given as token ids
-    if any(not isinstance(i, (str, list)) or i == "" for i in inputs):
+    if any(not isinstance(i, (str, list)) or not i for i in inputs):
         raise ApiError(400, "'$.input' is invalid.", param="input", code="invalid_type")
     dimensions = body.get("dimensions", _EMBEDDING_DIMENSIONS)
     if not isinstance(dimensions, int) or dimensions < 1:
@@ -203,7 +203,7 @@ def speech(call: Call) -> Reply:
     call.require("model", "input", "voice")
     body = call.object_body()
     audio_format = body.get("response_format", "mp3")
-    if audio_format not in _AUDIO_TYPES:
+    if not isinstance(audio_format, str) or audio_format not in _AUDIO_TYPES:
         raise ApiError(
             400,
             "Invalid value for 'response_format'.",
@@ -217,7 +217,7 @@ def speech(call: Call) -> Reply:
         audio = bytes(4800 * words)
     else:
         audio = _mp3(4 * words)
-    return Reply(body=audio, content_type=_AUDIO_TYPES[str(audio_format)])
+    return Reply(body=audio, content_type=_AUDIO_TYPES[audio_format])
 
 
 def transcriptions(call: Call) -> Reply:

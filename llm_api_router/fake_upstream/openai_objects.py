@@ -177,7 +177,7 @@ def upload_complete(call: Call) -> Reply:
     parts: dict[str, bytes] = entry.extra["parts"]
     chunks = []
     for part_id in call.object_body()["part_ids"]:
-        if part_id not in parts:
+        if not isinstance(part_id, str) or part_id not in parts:
             raise ApiError(400, f"Invalid part id: {part_id}", param="part_ids")
         chunks.append(parts[part_id])
     content = b"".join(chunks)
@@ -244,7 +244,16 @@ def batch_create(call: Call) -> Reply:
     source = call.objects.get(call.account, FILE, str(file_id))
     if source is None:
         raise _not_found(f"No such File object: {file_id}", "input_file_id")
-    lines = [json.loads(line) for line in (source.content or b"").splitlines() if line.strip()]
+    try:
+        lines = [json.loads(line) for line in (source.content or b"").splitlines() if line.strip()]
+    except ValueError:
+        raise ApiError(
+            400, "The input file is not valid JSONL.", param="input_file_id", code="invalid_file"
+        ) from None
+    if not all(isinstance(line, dict) for line in lines):
+        raise ApiError(
+            400, "Each line of the input file must be a JSON object.", code="invalid_file"
+        )
     created = now()
     data = {
         "id": hex_id("batch_", 32),

@@ -7,12 +7,10 @@ import asyncio
 import contextlib
 import json
 import math
-import secrets
 import socket
 import struct
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Self
 
@@ -28,10 +26,11 @@ from .behaviours import (
     Ok,
     Raw,
     Stream,
-    behaviour_from_dict,
     check_non_negative,
 )
 from .call import ApiError, Call, EventWriter, Reply, StreamReply
+from .control import CONTROL_PREFIX, handle_control
+from .exchange import Exchange
 from .recording import Family, RecordedRequest, State
 from .routes import Operation
 from .wire import (
@@ -47,56 +46,7 @@ from .wire import (
 
 __all__ = ["FakeUpstream"]
 
-_CONTROL_PREFIX = "/_control"
-_RATE_LIMIT = 10_000
 _FOREVER = math.inf
-
-
-@dataclass(eq=False)
-class _Exchange:
-    """Per-request context of the server side."""
-
-    request: web.Request
-    provider: str
-    family: Family
-    operation: Operation | None
-    params: Mapping[str, str]
-    headers: dict[str, str]
-    raw: bytes
-    body: Any
-    received_at: float
-    handle: tuple[int, int]
-    count: int
-    request_id: str = field(default_factory=lambda: "req_" + secrets.token_hex(12))
-    closed_by_fake: bool = False
-    client_gone: bool = False
-
-    @property
-    def model(self) -> str:
-        model = self.body.get("model") if isinstance(self.body, dict) else None
-        return model if isinstance(model, str) else "fake-model"
-
-    @property
-    def wants_stream(self) -> bool:
-        return isinstance(self.body, dict) and self.body.get("stream") is True
-
-    def base_headers(self) -> dict[str, str]:
-        if self.family == "openai":
-            return {"x-request-id": self.request_id, "openai-version": "2020-10-01"}
-        return {"request-id": self.request_id}
-
-    def success_headers(self) -> dict[str, str]:
-        remaining = str(max(0, _RATE_LIMIT - self.count))
-        headers = self.base_headers()
-        if self.family == "openai":
-            elapsed_ms = int((time.monotonic() - self.received_at) * 1000)
-            headers["openai-processing-ms"] = str(elapsed_ms)
-            headers["x-ratelimit-limit-requests"] = str(_RATE_LIMIT)
-            headers["x-ratelimit-remaining-requests"] = remaining
-        else:
-            headers["anthropic-ratelimit-requests-limit"] = str(_RATE_LIMIT)
-            headers["anthropic-ratelimit-requests-remaining"] = remaining
-        return headers
 
 
 class FakeUpstream:
@@ -118,7 +68,7 @@ class FakeUpstream:
         self._host = "127.0.0.1"
         self._port: int | None = None
         self._stopping = False
-        self._inflight: set[_Exchange] = set()
+        self._inflight: set[Exchange] = set()
 
     # ----- lifecycle
 
@@ -254,8 +204,8 @@ class FakeUpstream:
 
     async def _dispatch(self, request: web.Request) -> web.StreamResponse:
         path = request.path
-        if path == _CONTROL_PREFIX or path.startswith(_CONTROL_PREFIX + "/"):
-            return await self._control(request)
+        if path == CONTROL_PREFIX or path.startswith(CONTROL_PREFIX + "/"):
+            return await handle_control(self, request)
         received_at = time.monotonic()
         provider, _, rest = path.lstrip("/").partition("/")
         headers = header_dict(request.headers.items())
@@ -284,7 +234,7 @@ class FakeUpstream:
         handle = self._state.record(record)
         behaviour, count = self._state.next_behaviour(provider)
         family = operation.family if operation is not None else prefer
-        ex = _Exchange(
+        ex = Exchange(
             request,
             provider,
             family,
@@ -307,13 +257,13 @@ class FakeUpstream:
         finally:
             self._inflight.discard(ex)
 
-    def _client_gone(self, ex: _Exchange) -> None:
+    def _client_gone(self, ex: Exchange) -> None:
         if not (ex.closed_by_fake or ex.client_gone or self._stopping):
             ex.client_gone = True
             self._state.update(ex.handle, disconnected_at=time.monotonic(), completed=False)
 
     async def _finish(
-        self, ex: _Exchange, response: web.StreamResponse, tail: Sequence[bytes] = ()
+        self, ex: Exchange, response: web.StreamResponse, tail: Sequence[bytes] = ()
     ) -> None:
         """Write the final ``tail`` events and end ``response``.
 
@@ -330,7 +280,7 @@ class FakeUpstream:
         except ConnectionError:
             self._client_gone(ex)
 
-    async def _pause(self, ex: _Exchange, seconds: float) -> bool:
+    async def _pause(self, ex: Exchange, seconds: float) -> bool:
         """Sleep up to ``seconds``; True if the client went away meanwhile.
 
         Disconnects normally arrive as a cancellation (``handler_cancellation=True``); the
@@ -347,7 +297,7 @@ class FakeUpstream:
                 return False
             await asyncio.sleep(min(remaining, 0.1))
 
-    def _close(self, ex: _Exchange, reset: bool = False) -> None:
+    def _close(self, ex: Exchange, reset: bool = False) -> None:
         ex.closed_by_fake = True
         transport = ex.request.transport
         if transport is None:
@@ -361,7 +311,7 @@ class FakeUpstream:
         else:
             transport.close()
 
-    async def _send(self, ex: _Exchange, response: web.StreamResponse) -> web.StreamResponse:
+    async def _send(self, ex: Exchange, response: web.StreamResponse) -> web.StreamResponse:
         """Send a complete response now, so that ``completed`` can be recorded truthfully."""
         try:
             await response.prepare(ex.request)
@@ -371,7 +321,7 @@ class FakeUpstream:
         await self._finish(ex, response)
         return response
 
-    def _call(self, ex: _Exchange, operation: Operation, text: str | None) -> Call:
+    def _call(self, ex: Exchange, operation: Operation, text: str | None) -> Call:
         return Call(
             provider=ex.provider,
             account=self._accounts.account_of(ex.provider),
@@ -388,12 +338,12 @@ class FakeUpstream:
             models=self._accounts.models_of(ex.provider),
         )
 
-    def _writer(self, ex: _Exchange, call: Call) -> EventWriter:
+    def _writer(self, ex: Exchange, call: Call) -> EventWriter:
         assert ex.operation is not None
         factory = ex.operation.events or routes.default_events(ex.family)
         return factory(call, call.text)
 
-    async def _respond(self, ex: _Exchange, behaviour: Behaviour) -> web.StreamResponse:
+    async def _respond(self, ex: Exchange, behaviour: Behaviour) -> web.StreamResponse:
         if isinstance(behaviour, Ok):
             if behaviour.delay and await self._pause(ex, behaviour.delay):
                 return web.Response()
@@ -437,13 +387,13 @@ class FakeUpstream:
         call = self._call(ex, ex.operation, behaviour.text)
         return await self._stream(ex, behaviour, self._writer(ex, call))
 
-    def _reply(self, ex: _Exchange, reply: Reply, extra: Mapping[str, str]) -> web.Response:
+    def _reply(self, ex: Exchange, reply: Reply, extra: Mapping[str, str]) -> web.Response:
         headers = lower_headers(
             ex.success_headers(), {"content-type": reply.content_type}, reply.headers, extra
         )
         return web.Response(status=reply.status, body=reply.encoded(), headers=headers)
 
-    def _unknown_path(self, ex: _Exchange) -> web.Response:
+    def _unknown_path(self, ex: Exchange) -> web.Response:
         if ex.family == "anthropic":
             error = Error(404, error_type="not_found_error", message="Not Found")
             return self._error_from(ex, error)
@@ -459,7 +409,7 @@ class FakeUpstream:
         headers = lower_headers(ex.base_headers(), {"content-type": JSON_CT})
         return web.Response(status=404, body=dumps(body), headers=headers)
 
-    def _error_from(self, ex: _Exchange, error: Error, param: str | None = None) -> web.Response:
+    def _error_from(self, ex: Exchange, error: Error, param: str | None = None) -> web.Response:
         body: dict[str, Any]
         if ex.family == "openai":
             body = openai_error(error, ex.model)
@@ -469,7 +419,7 @@ class FakeUpstream:
         headers = lower_headers(ex.base_headers(), {"content-type": JSON_CT}, error.headers)
         return web.Response(status=error.status, body=dumps(body), headers=headers)
 
-    async def _stream(self, ex: _Exchange, spec: Stream, events: EventWriter) -> web.StreamResponse:
+    async def _stream(self, ex: Exchange, spec: Stream, events: EventWriter) -> web.StreamResponse:
         text = spec.text if spec.text is not None else f"Hello from {ex.provider}"
         pieces = split_text(text, spec.chunks)
         headers = lower_headers(
@@ -522,51 +472,3 @@ class FakeUpstream:
             return response
         await self._finish(ex, response, tail)
         return response
-
-    # ----- control API
-
-    async def _control(self, request: web.Request) -> web.StreamResponse:
-        action = request.path[len(_CONTROL_PREFIX) :].strip("/")
-        try:
-            if request.method == "POST" and action == "reset":
-                self.reset()
-                return web.json_response({"ok": True})
-            if request.method == "GET" and action == "requests":
-                provider = request.query.get("provider")
-                return web.json_response([r.to_dict() for r in self.requests(provider)])
-            if request.method == "GET" and action == "objects":
-                account = request.query.get("account")
-                return web.json_response(
-                    [
-                        {"id": o.id, "kind": o.kind, "account": o.account}
-                        for o in self.objects(account)
-                    ]
-                )
-            if request.method == "POST" and action in ("script", "default", "account", "models"):
-                data = await request.json()
-                if not isinstance(data, dict) or not isinstance(data.get("provider"), str):
-                    raise ValueError('expected a JSON object with a "provider" string')
-                provider = data["provider"]
-                if action == "script":
-                    items = data.get("behaviours")
-                    if not isinstance(items, list):
-                        raise ValueError('"behaviours" must be a list')
-                    self.script(provider, *(behaviour_from_dict(b) for b in items))
-                elif action == "default":
-                    self.set_default(provider, behaviour_from_dict(data.get("behaviour")))
-                elif action == "account":
-                    account = data.get("account")
-                    if not isinstance(account, str):
-                        raise ValueError('"account" must be a string')
-                    self.set_account(provider, account)
-                else:
-                    models = data.get("models")
-                    if not isinstance(models, list):
-                        raise ValueError('"models" must be a list of strings')
-                    self.set_models(provider, models)
-                return web.json_response({"ok": True})
-        except ValueError as exc:  # includes json.JSONDecodeError
-            return web.json_response({"error": str(exc)}, status=400)
-        return web.json_response(
-            {"error": f"unknown control endpoint {request.method} {request.path}"}, status=404
-        )
