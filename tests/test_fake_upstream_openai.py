@@ -464,3 +464,28 @@ def test_object_lifecycles_and_pages(fake: FakeUpstreamThread, oai: openai.OpenA
     assert len({i.id for i in items.data}) == 2
     with pytest.raises(openai.BadRequestError):
         oai.responses.input_items.list(response.id, extra_query={"order": "sideways"})
+
+
+def test_responses_incomplete_and_obfuscation(fake: FakeUpstreamThread, oai: openai.OpenAI) -> None:
+    short = oai.responses.create(model="gpt-5", input="x", max_output_tokens=1)
+    assert short.status == "incomplete"
+    assert short.incomplete_details is not None
+    assert short.incomplete_details.reason == "max_output_tokens"
+    url = fake.base_url("p1", "openai") + "/responses"
+    payload = {"model": "gpt-5", "input": "x", "stream": True, "max_output_tokens": 1}
+    events = _raw_sse(url, payload)
+    assert events[-1][0] == "response.incomplete"
+    assert events[-1][1]["response"]["status"] == "incomplete"
+    deltas = [data for name, data in events if name == "response.output_text.delta"]
+    assert all(isinstance(d["obfuscation"], str) for d in deltas)
+    plain = _raw_sse(
+        url,
+        {
+            "model": "gpt-5",
+            "input": "x",
+            "stream": True,
+            "stream_options": {"include_obfuscation": False},
+        },
+    )
+    assert plain[-1][0] == "response.completed"
+    assert all("obfuscation" not in data for _, data in plain)

@@ -62,13 +62,22 @@ class Draft:
     def output_part(self, text: str) -> dict[str, Any]:
         return {"type": "output_text", "annotations": [], "logprobs": [], "text": text}
 
+    @property
+    def incomplete(self) -> bool:
+        """``max_output_tokens`` is below what the answer needs: the real API stops there
+        and the response ends ``incomplete``."""
+        limit = self.response.get("max_output_tokens")
+        return isinstance(limit, int) and limit < self.usage()["output_tokens"]
+
     def complete(self) -> None:
-        self.message["status"] = "completed"
+        status = "incomplete" if self.incomplete else "completed"
+        self.message["status"] = status
         self.message["content"] = [self.output_part(self.text)]
         items = [self.reasoning] if self.reasoning is not None else []
         self.response.update(
-            status="completed",
-            completed_at=now(),
+            status=status,
+            completed_at=now() if status == "completed" else None,
+            incomplete_details={"reason": "max_output_tokens"} if self.incomplete else None,
             output=[*items, self.message],
             usage=self.usage(),
         )

@@ -5,7 +5,7 @@
     [reasoning: response.output_item.added, response.output_item.done,]
     response.output_item.added, response.content_part.added, response.output_text.delta…,
     response.output_text.done, response.content_part.done, response.output_item.done,
-    response.completed
+    response.completed (response.incomplete when ``max_output_tokens`` cut the answer short)
 
 An in-band failure is an ``error`` event and/or ``response.failed`` whose ``response.error``
 carries ``code`` and ``message`` (what the Codex CLI reads to decide what to do).
@@ -19,6 +19,7 @@ from typing import Any
 from .call import Call
 from .events import MALFORMED_DATA, sse_event
 from .responses import Draft, start
+from .wire import new_id
 
 __all__ = ["ResponsesEvents", "responses_events"]
 
@@ -40,8 +41,9 @@ class ResponsesEvents:
 
     opens_always = True
 
-    def __init__(self, draft: Draft) -> None:
+    def __init__(self, draft: Draft, obfuscate: bool = True) -> None:
         self._draft = draft
+        self._obfuscate = obfuscate
         self._sequence = 0
         self._started = False
         self._message_index = 1 if draft.reasoning is not None else 0
@@ -99,11 +101,11 @@ class ResponsesEvents:
     def content(self, piece: str) -> bytes:
         out = [] if self._started else self._start_items()
         self._started = True
-        out.append(
-            self._event(
-                "response.output_text.delta", {**self._where(), "delta": piece, "logprobs": []}
-            )
-        )
+        fields = {**self._where(), "delta": piece, "logprobs": []}
+        if self._obfuscate:
+            # Real deltas are padded so that their size does not reveal the text.
+            fields["obfuscation"] = new_id("", 16 - len(piece) % 16)
+        out.append(self._event("response.output_text.delta", fields))
         return b"".join(out)
 
     def malformed(self) -> bytes:
@@ -137,10 +139,12 @@ class ResponsesEvents:
                 "response.output_item.done",
                 {"output_index": self._message_index, "item": copy.deepcopy(draft.message)},
             ),
-            self._event("response.completed", {"response": self._response()}),
+            self._event(f"response.{draft.response['status']}", {"response": self._response()}),
         ]
 
 
 def responses_events(call: Call, text: str) -> ResponsesEvents:
     """Start (and store) a response for ``call`` and return its event writer."""
-    return ResponsesEvents(start(call, text))
+    options = call.json.get("stream_options") if isinstance(call.json, dict) else None
+    obfuscate = not (isinstance(options, dict) and options.get("include_obfuscation") is False)
+    return ResponsesEvents(start(call, text), obfuscate)
