@@ -311,3 +311,37 @@ def test_new_behaviour_fields_round_trip() -> None:
     assert (data["kind"], data["error_at"], data["error_code"]) == ("stream", 0, "server_error")
     with pytest.raises(ValueError, match="responses_failure"):
         Stream(responses_failure="both")  # type: ignore[arg-type]
+
+
+def test_scripts_for_one_operation(fake: FakeUpstreamThread) -> None:
+    fake.script("a1", rate_limited(retry_after=5), operation="messages.count_tokens")
+    fake.set_default("a1", overloaded(), operation="models.list")
+    messages: Any = [{"role": "user", "content": "x"}]
+    with _anthropic(fake, "a1") as a1:
+        # messages is not affected by the count_tokens script ...
+        assert a1.messages.create(model="m", max_tokens=4, messages=messages).content
+        with pytest.raises(anthropic.RateLimitError):
+            a1.messages.count_tokens(model="m", messages=messages)
+        assert a1.messages.count_tokens(model="m", messages=messages).input_tokens == 1
+        with pytest.raises(anthropic.APIStatusError) as excinfo:
+            a1.models.list()
+        assert excinfo.value.status_code == 529
+    # ... while the provider's own queue still applies to every endpoint.
+    fake.script("a1", Error(500))
+    with _anthropic(fake, "a1") as a1, pytest.raises(anthropic.InternalServerError):
+        a1.messages.count_tokens(model="m", messages=messages)
+    with pytest.raises(ValueError, match="unknown operation"):
+        fake.script("a1", Error(500), operation="message.count_tokens")
+    req = urllib.request.Request(
+        f"{fake.url}/_control/script",
+        data=json.dumps(
+            {"provider": "k1", "operation": "embeddings", "behaviours": [{"kind": "drop"}]}
+        ).encode(),
+        method="POST",
+    )
+    with urllib.request.urlopen(req, timeout=5) as resp:
+        assert resp.status == 200
+    with _openai(fake, "k1") as k1:
+        assert k1.models.list().data
+        with pytest.raises(openai.APIConnectionError):
+            k1.embeddings.create(model="m", input="x")

@@ -16,7 +16,10 @@ and the rest is the real API's path:
 
 Each request, whatever its endpoint, consumes the next scripted behaviour of its provider
 (:meth:`FakeUpstream.script`); when that queue is empty the provider's default behaviour
-applies (:class:`Ok` unless changed with :meth:`FakeUpstream.set_default`). Behaviours are
+applies (:class:`Ok` unless changed with :meth:`FakeUpstream.set_default`); a script or
+default given with ``operation="messages.count_tokens"`` (any name of
+:attr:`RecordedRequest.operation`) applies to that endpoint only, before the provider's
+queue. Behaviours are
 frozen dataclasses: :class:`Ok`, :class:`Error`, :class:`Raw`, :class:`Hang`, :class:`Drop`
 and :class:`Stream` (:func:`response_failed` scripts an in-band Responses failure). Every
 request is recorded as a :class:`RecordedRequest` (raw body bytes included).

@@ -40,13 +40,18 @@ async def handle_control(upstream: FakeUpstream, request: web.Request) -> web.St
             if not isinstance(data, dict) or not isinstance(data.get("provider"), str):
                 raise ValueError('expected a JSON object with a "provider" string')
             provider = data["provider"]
+            operation = data.get("operation")
+            if operation is not None and not isinstance(operation, str):
+                raise ValueError('"operation" must be a string')
             if action == "script":
                 items = data.get("behaviours")
                 if not isinstance(items, list):
                     raise ValueError('"behaviours" must be a list')
-                upstream.script(provider, *(behaviour_from_dict(b) for b in items))
+                behaviours = [behaviour_from_dict(b) for b in items]
+                upstream.script(provider, *behaviours, operation=operation)
             elif action == "default":
-                upstream.set_default(provider, behaviour_from_dict(data.get("behaviour")))
+                behaviour = behaviour_from_dict(data.get("behaviour"))
+                upstream.set_default(provider, behaviour, operation=operation)
             elif action == "account":
                 account = data.get("account")
                 if not isinstance(account, str):

@@ -53,24 +53,29 @@ class State:
 
     def __init__(self) -> None:
         self._cond = threading.Condition()
-        self._queues: dict[str, deque[Behaviour]] = {}
-        self._defaults: dict[str, Behaviour] = {}
+        # Keyed by (provider, operation); operation None: any endpoint of the provider.
+        self._queues: dict[tuple[str, str | None], deque[Behaviour]] = {}
+        self._defaults: dict[tuple[str, str | None], Behaviour] = {}
         self._records: list[RecordedRequest] = []
         self._counts: dict[str, int] = {}
         self._generation = 0
 
-    def script(self, provider: str, behaviours: Sequence[Behaviour]) -> None:
+    def script(
+        self, provider: str, behaviours: Sequence[Behaviour], operation: str | None = None
+    ) -> None:
         for behaviour in behaviours:
             if not isinstance(behaviour, tuple(KINDS.values())):
                 raise TypeError(f"not a behaviour: {behaviour!r}")
         with self._cond:
-            self._queues.setdefault(provider, deque()).extend(behaviours)
+            self._queues.setdefault((provider, operation), deque()).extend(behaviours)
 
-    def set_default(self, provider: str, behaviour: Behaviour) -> None:
+    def set_default(
+        self, provider: str, behaviour: Behaviour, operation: str | None = None
+    ) -> None:
         if not isinstance(behaviour, tuple(KINDS.values())):
             raise TypeError(f"not a behaviour: {behaviour!r}")
         with self._cond:
-            self._defaults[provider] = behaviour
+            self._defaults[(provider, operation)] = behaviour
 
     def reset(self) -> None:
         with self._cond:
@@ -87,14 +92,21 @@ class State:
             self._records.append(rec)
             return self._generation, len(self._records) - 1
 
-    def next_behaviour(self, provider: str) -> tuple[Behaviour, int]:
-        """Pop the provider's next behaviour; also return its request count (1-based)."""
+    def next_behaviour(self, provider: str, operation: str | None = None) -> tuple[Behaviour, int]:
+        """Pop the provider's next behaviour for ``operation`` (its own queue first, then the
+        provider's queue for any endpoint, then the defaults in the same order); also return
+        the provider's request count (1-based)."""
         with self._cond:
             self._counts[provider] = count = self._counts.get(provider, 0) + 1
-            queue = self._queues.get(provider)
-            if queue:
-                return queue.popleft(), count
-            return self._defaults.get(provider, Ok()), count
+            keys = [(provider, operation), (provider, None)] if operation else [(provider, None)]
+            for key in keys:
+                queue = self._queues.get(key)
+                if queue:
+                    return queue.popleft(), count
+            for key in keys:
+                if key in self._defaults:
+                    return self._defaults[key], count
+            return Ok(), count
 
     def update(self, handle: tuple[int, int], **changes: Any) -> None:
         generation, index = handle

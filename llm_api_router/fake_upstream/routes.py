@@ -16,7 +16,15 @@ from .events import ChatEvents, CompletionEvents, MessagesEvents
 from .recording import Family
 from .responses_stream import responses_events
 
-__all__ = ["OPERATIONS", "Operation", "chat_operation", "default_events", "match"]
+__all__ = [
+    "OPERATIONS",
+    "OPERATION_NAMES",
+    "Operation",
+    "chat_operation",
+    "check_operation",
+    "default_events",
+    "match",
+]
 
 EventsFactory = Callable[[Call, str], EventWriter]
 
@@ -109,6 +117,13 @@ def _table() -> tuple[Operation, ...]:
 
 
 OPERATIONS: tuple[Operation, ...] = _table()
+OPERATION_NAMES = frozenset(op.name for op in OPERATIONS)
+
+
+def check_operation(operation: str | None) -> None:
+    """Reject an operation name no endpoint has (a typo would never match a request)."""
+    if operation is not None and operation not in OPERATION_NAMES:
+        raise ValueError(f"unknown operation {operation!r}; one of {sorted(OPERATION_NAMES)}")
 
 
 def match(

@@ -148,13 +148,22 @@ class FakeUpstream:
 
     # ----- configuration (thread-safe)
 
-    def script(self, provider: str, *behaviours: Behaviour) -> None:
-        """Append behaviours to ``provider``'s queue (one per future request, any endpoint)."""
-        self._state.script(provider, behaviours)
+    def script(self, provider: str, *behaviours: Behaviour, operation: str | None = None) -> None:
+        """Append behaviours to ``provider``'s queue (one per future request, any endpoint).
 
-    def set_default(self, provider: str, behaviour: Behaviour) -> None:
-        """Set what ``provider`` does once its queue is empty."""
-        self._state.set_default(provider, behaviour)
+        With ``operation`` (an operation name such as ``"messages.count_tokens"`` or
+        ``"embeddings"``, see :attr:`RecordedRequest.operation`) they go to a queue of that
+        endpoint only, which its requests use before the provider's queue."""
+        routes.check_operation(operation)
+        self._state.script(provider, behaviours, operation)
+
+    def set_default(
+        self, provider: str, behaviour: Behaviour, *, operation: str | None = None
+    ) -> None:
+        """Set what ``provider`` does once its queues are empty (for one endpoint only, with
+        ``operation``)."""
+        routes.check_operation(operation)
+        self._state.set_default(provider, behaviour, operation)
 
     def set_account(self, provider: str, account: str) -> None:
         """Put ``provider`` into ``account``: objects created through any provider of an
@@ -232,7 +241,9 @@ class FakeUpstream:
             operation=operation.name if operation is not None else None,
         )
         handle = self._state.record(record)
-        behaviour, count = self._state.next_behaviour(provider)
+        behaviour, count = self._state.next_behaviour(
+            provider, operation.name if operation is not None else None
+        )
         family = operation.family if operation is not None else prefer
         ex = Exchange(
             request,

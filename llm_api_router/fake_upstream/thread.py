@@ -106,13 +106,15 @@ class FakeUpstreamThread:
         """The SDK ``base_url`` of ``provider`` for ``family``."""
         return self.upstream.base_url(provider, family)
 
-    def script(self, provider: str, *behaviours: Behaviour) -> None:
-        """Append behaviours to ``provider``'s queue."""
-        self.upstream.script(provider, *behaviours)
+    def script(self, provider: str, *behaviours: Behaviour, operation: str | None = None) -> None:
+        """Append behaviours to ``provider``'s queue (of one ``operation`` only, if given)."""
+        self.upstream.script(provider, *behaviours, operation=operation)
 
-    def set_default(self, provider: str, behaviour: Behaviour) -> None:
-        """Set ``provider``'s behaviour for when its queue is empty."""
-        self.upstream.set_default(provider, behaviour)
+    def set_default(
+        self, provider: str, behaviour: Behaviour, *, operation: str | None = None
+    ) -> None:
+        """Set ``provider``'s behaviour for when its queues are empty."""
+        self.upstream.set_default(provider, behaviour, operation=operation)
 
     def set_account(self, provider: str, account: str) -> None:
         """Put ``provider`` into ``account`` (see :meth:`FakeUpstream.set_account`)."""
