@@ -144,6 +144,20 @@ def test_a_passed_back_header_is_scrubbed(
     assert "[REDACTED]" in clean(response)
 
 
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [("GET", "/openai/v1/files/file-abc123"), ("POST", "/openai/v1/embeddings")],
+)
+def test_any_endpoint_is_scrubbed(
+    router: RouterServer, fake: FakeUpstreamThread, http: httpx.Client, method: str, path: str
+) -> None:
+    fake.script("oa", Error(400, message=f"proxy saw Authorization: Bearer {LONG_KEY}"))
+    response = http.request(method, router.url + path, json={"model": "m", "input": "x"})
+    assert response.status_code == 400
+    assert "Bearer [REDACTED]" in clean(response)
+    assert fake.requests("oa")[-1].path == path.replace("/openai", "/oa")
+
+
 def test_a_non_latin1_upstream_header_is_no_500(
     router: RouterServer, fake: FakeUpstreamThread, http: httpx.Client
 ) -> None:
