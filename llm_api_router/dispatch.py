@@ -23,6 +23,7 @@ from llm_api_router.errors import (
     ClientRequestError,
     LocalResourceError,
     NoProviderError,
+    UpstreamDisconnected,
     UpstreamTimeout,
     UpstreamTransportError,
 )
@@ -31,7 +32,7 @@ from llm_api_router.headers import pass_back_headers
 from llm_api_router.health import ProviderHealth
 from llm_api_router.routing import Action, Candidate, Effect, RoutingPolicy, Verdict
 from llm_api_router.scrub import SecretScrubber, StreamScrubber
-from llm_api_router.sse import SSEDecoder, SSEEvent
+from llm_api_router.sse import SSEDecoder, SSEEvent, SSEEventTooLarge
 from llm_api_router.streaming import RawRelay, StreamOutcome, StreamRelay
 from llm_api_router.upstream import Transport, UpstreamResponse
 
@@ -433,7 +434,10 @@ async def _first_events(
                 events.append(rest)
             return events if any(not e.is_comment for e in events) else None
         held += len(chunk)
-        fed = decoder.feed(chunk)
+        try:
+            fed = decoder.feed(chunk)
+        except SSEEventTooLarge:
+            raise UpstreamDisconnected("event_too_large") from None
         events.extend(fed)  # every event of this read, so none is lost at the commit
         if any(not e.is_comment and not tracker.is_preamble(e) for e in fed):
             return events

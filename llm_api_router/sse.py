@@ -8,7 +8,7 @@ blank line) so the relay forwards exactly what it parsed.  Its ``event`` name an
 
 from __future__ import annotations
 
-__all__ = ["SSEDecoder", "SSEEvent"]
+__all__ = ["DEFAULT_MAX_EVENT_BYTES", "SSEDecoder", "SSEEvent", "SSEEventTooLarge"]
 
 
 class SSEEvent:
@@ -99,34 +99,77 @@ class SSEEvent:
         return rest[start:].decode("utf-8", errors="replace")
 
 
+class SSEEventTooLarge(ValueError):
+    """An event grew past the decoder's limit without ending (a broken or hostile upstream)."""
+
+
+#: The largest event the decoder assembles (a Responses ``response.completed`` carries the
+#: whole answer, images included, so this is generous).
+DEFAULT_MAX_EVENT_BYTES = 16 * 1024 * 1024
+
+
 class SSEDecoder:
-    """Incremental splitter.  ``feed()`` returns the events completed by this chunk."""
+    """Incremental splitter.  ``feed()`` returns the events completed by this chunk.
 
-    __slots__ = ("_buffer",)
+    An unfinished event is kept as a list of pieces, so an endless line costs linear time;
+    past ``max_event_bytes`` :class:`SSEEventTooLarge` is raised.
+    """
 
-    def __init__(self) -> None:
-        self._buffer = b""
+    __slots__ = ("_max", "_parts", "_size")
+
+    def __init__(self, max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES) -> None:
+        self._parts: list[bytes] = []
+        self._size = 0
+        self._max = max_event_bytes
 
     def feed(self, chunk: bytes) -> list[SSEEvent]:
-        buffer = self._buffer + chunk if self._buffer else chunk
+        parts = self._parts
+        if parts:
+            last = parts[-1][-1:]
+            if (
+                b"\n\n" not in chunk
+                and b"\r" not in chunk
+                and last != b"\r"
+                and not (last == b"\n" and chunk[:1] == b"\n")
+            ):
+                # Still inside the same event: no need to look at what came before.
+                return self._keep(chunk)
+            parts.append(chunk)
+            buffer = b"".join(parts)
+            parts.clear()
+            self._size = 0
+        else:
+            buffer = chunk
         if b"\r" in buffer:
             # Keep a trailing CR: it may be the first half of a CRLF split across chunks.
             held = b"\r" if buffer.endswith(b"\r") else b""
             if held:
                 buffer = buffer[:-1]
             buffer = buffer.replace(b"\r\n", b"\n").replace(b"\r", b"\n") + held
-        *blocks, self._buffer = buffer.split(b"\n\n")
+        *blocks, rest = buffer.split(b"\n\n")
+        if rest:
+            self._keep(rest)
         # A run of blank lines between events is not an event of its own.
         stripped = (block.lstrip(b"\n") for block in blocks)
         return [SSEEvent(block + b"\n\n") for block in stripped if block]
 
+    def _keep(self, piece: bytes) -> list[SSEEvent]:
+        self._parts.append(piece)
+        self._size += len(piece)
+        if self._size > self._max:
+            self._parts.clear()
+            self._size = 0
+            raise SSEEventTooLarge(f"an event grew past {self._max} bytes without ending")
+        return []
+
     def flush(self) -> SSEEvent | None:
         """The unterminated remainder at end of stream, if any (a cut or sloppy upstream)."""
-        rest = self._buffer.strip(b"\r\n")
-        self._buffer = b""
+        rest = b"".join(self._parts).strip(b"\r\n")
+        self._parts.clear()
+        self._size = 0
         return SSEEvent(rest + b"\n\n") if rest else None
 
     @property
     def pending(self) -> bool:
         """True when bytes of an incomplete event are buffered."""
-        return bool(self._buffer.strip(b"\r\n"))
+        return any(part.strip(b"\r\n") for part in self._parts)

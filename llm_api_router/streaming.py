@@ -19,7 +19,7 @@ from starlette.types import Receive, Send
 from llm_api_router.disconnect import ClientGone, unless_client_leaves
 from llm_api_router.errors import UpstreamTimeout, UpstreamTransportError
 from llm_api_router.families import ApiFamily, StreamTracker
-from llm_api_router.sse import SSEDecoder
+from llm_api_router.sse import SSEDecoder, SSEEventTooLarge
 from llm_api_router.upstream import UpstreamResponse
 
 __all__ = ["DEFAULT_FINISH_GRACE", "RawRelay", "StreamOutcome", "StreamRelay", "stream_to_client"]
@@ -119,8 +119,17 @@ class StreamRelay:
                 self._end(StreamOutcome.COMPLETE)
                 return tail
             return tail + (self._complete() if tracker.finished else self._cut())
+        try:
+            events = self._decoder.feed(chunk)
+        except SSEEventTooLarge:
+            return self._fail(
+                StreamOutcome.CUT,
+                502,
+                f"The upstream provider '{self._provider}' sent an event too large to relay; "
+                "the answer is incomplete.",
+            )
         pieces = []
-        for event in self._decoder.feed(chunk):
+        for event in events:
             pieces.append(event.raw)
             if event.is_comment:
                 continue

@@ -460,3 +460,18 @@ async def test_anthropic_model_catalogue_has_anthropic_shape() -> None:
     assert (page["has_more"], page["first_id"], page["last_id"]) == (True, "claude-a", "claude-b")
     _, body = await catalog.answer("models", b"after_id=claude-b", {})
     assert [m["id"] for m in orjson.loads(body)["data"]] == ["claude-c"]
+
+
+async def test_an_endless_event_ends_the_stream_with_a_native_error() -> None:
+    dispatcher, transport = make(ANTHROPIC, {"name": "a"})
+    start = event("message_start", message={"id": "msg_1"})
+    text = event("content_block_delta", index=0, delta={"type": "text_delta", "text": "hi"})
+    endless = [b"data: " + b"x" * 65536] + [b"x" * 65536] * 300  # ~19 MiB, never ending
+    transport.script("http://a", Canned(headers=SSE, chunks=[start + text, *endless]))
+    body = orjson.dumps({"model": "m", "max_tokens": 5, "messages": [], "stream": True})
+    reply = await dispatcher.dispatch(request(ANTHROPIC, "POST", "messages", body), {}, "")
+    assert isinstance(reply, StreamReply)
+    relayed = await collect(reply)
+    assert relayed.startswith(start + text)
+    assert relayed.endswith(b"\n\n") and b"event: error" in relayed and b"too large" in relayed
+    assert reply.relay.outcome == "cut"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from llm_api_router.sse import SSEDecoder
+from llm_api_router.sse import SSEDecoder, SSEEventTooLarge
 
 STREAM = (
     b'event: message_start\ndata: {"a": 1}\n\n'
@@ -93,3 +93,22 @@ def test_blank_line_runs_between_events_are_skipped() -> None:
     assert [e.raw for e in events] == [b"data: a\n\n", b"data: b\n\n"]
     assert [e.raw for e in decoder.feed(b"\ndata: c\n\n")] == [b"data: c\n\n"]
     assert not decoder.pending
+
+
+def test_an_endless_line_is_bounded_and_costs_linear_time() -> None:
+    decoder = SSEDecoder(max_event_bytes=1000)
+    decoder.feed(b"data: " + b"x" * 400)
+    decoder.feed(b"x" * 400)
+    with pytest.raises(SSEEventTooLarge):
+        decoder.feed(b"x" * 400)
+    assert decoder.feed(b"data: ok\n\n")[0].data == "ok"  # the decoder starts over
+
+
+def test_an_event_split_in_many_pieces_is_whole() -> None:
+    decoder = SSEDecoder()
+    wire = b"event: message\r\ndata: " + b"y" * 5000 + b"\r\n\r\ndata: next\n\n"
+    events = []
+    for index in range(0, len(wire), 7):
+        events.extend(decoder.feed(wire[index : index + 7]))
+    assert [e.event for e in events] == ["message", None]
+    assert events[0].data == "y" * 5000 and events[1].data == "next"
