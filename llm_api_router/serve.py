@@ -195,9 +195,10 @@ class EdgeProtocol(HttpToolsProtocol):
     # -- parser callbacks -----------------------------------------------------------------
 
     def on_url(self, url: bytes) -> None:
+        room = self._limits.max_url_bytes - self._url_bytes
         self._url_bytes += len(url)
-        if self._url_bytes <= self._limits.max_url_bytes:
-            super().on_url(url)
+        if room > 0:  # past the limit, keep only what names the path (for the error's family)
+            super().on_url(url[:room])
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self._header_count += 1
@@ -300,6 +301,10 @@ class EdgeProtocol(HttpToolsProtocol):
         logger.info("edge: answered %d and closed the connection (%s)", status, message)
         transport = self.transport
         if transport.is_closing():
+            return
+        cycle = self.cycle
+        if cycle is not None and not cycle.response_complete and not cycle.disconnected:
+            cycle.keep_alive = False  # a pipelined request: close after the running response
             return
         transport.write(_error_response(status, message, url))
         if transport.can_write_eof():
