@@ -68,8 +68,9 @@ MAX_HEADER_COUNT = 128
 LINGER_SECONDS = 2.0
 #: How often ``watch_config`` looks at the config file's mtime.
 CONFIG_POLL_SECONDS = 1.0
-#: After the streams were ended, how long their last bytes may take before tasks are cancelled.
-STREAM_END_GRACE = 5.0
+#: After the streams were ended, how long their last bytes may take before the requests
+#: still running (non-streamed ones waiting for an upstream) are cancelled: answered 503.
+STREAM_END_GRACE = 1.0
 
 SHUTDOWN_MESSAGE = (
     "The router is shutting down; the stream was ended before its natural end. Retry the "
