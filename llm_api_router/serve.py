@@ -30,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import os
 import signal
 import socket
@@ -43,6 +44,7 @@ import orjson
 import uvicorn
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 from uvicorn.server import ServerState
+from uvicorn.supervisors import ChangeReload, Multiprocess
 
 from llm_api_router.config import FAMILIES, RouterConfig, Settings
 from llm_api_router.errors import ConfigError
@@ -106,7 +108,10 @@ class ServeConfig(uvicorn.Config):
         kwargs.setdefault("http", EdgeProtocol)
         kwargs.setdefault("ws", "none")  # an Upgrade is answered 426 by the edge
         kwargs.setdefault("timeout_keep_alive", settings.keepalive_timeout)
-        kwargs.setdefault("timeout_graceful_shutdown", None)  # RouterServer keeps the deadline
+        # RouterServer ends the drain itself; this outer bound serves uvicorn's own workers.
+        kwargs.setdefault(
+            "timeout_graceful_shutdown", math.ceil(settings.shutdown_timeout + STREAM_END_GRACE) + 1
+        )
         kwargs.setdefault("server_header", False)
         super().__init__(app, **kwargs)
         self.edge = EdgeLimits.from_settings(settings)
@@ -499,21 +504,22 @@ def serve(
     > 1 or ``reload``, which uvicorn's supervisors run).  ``config_path`` is re-read on
     SIGHUP (and polled with ``watch_config``) in the one-process case.
     """
-    factory = isinstance(app, str)
-    if reload or workers > 1:
-        uvicorn.run(
-            app,
-            factory=factory,
-            reload=reload,
-            workers=None if reload else workers,
-            http=EdgeProtocol,
-            ws="none",
-            timeout_keep_alive=int(settings.keepalive_timeout) or 1,
-            timeout_graceful_shutdown=int(settings.shutdown_timeout) + 1,
-            **uvicorn_options,
-        )
-        return True
-    config = ServeConfig(app, settings=settings, factory=factory, **uvicorn_options)
+    config = ServeConfig(
+        app,
+        settings=settings,
+        factory=isinstance(app, str),
+        reload=reload,
+        workers=None if reload else workers,
+        **uvicorn_options,
+    )
     server = RouterServer(config, config_path=config_path, watch_config=watch_config)
-    server.run()
+    with contextlib.suppress(KeyboardInterrupt):
+        if config.should_reload:
+            ChangeReload(config, target=server.run, sockets=[config.bind_socket()]).run()
+            return True
+        if config.workers > 1:
+            # uvicorn's supervisor: each worker is a plain uvicorn server with our edge.
+            Multiprocess(config, sockets=[config.bind_socket()]).run()
+            return True
+        server.run()
     return server.started
