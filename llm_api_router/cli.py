@@ -17,13 +17,13 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-import uvicorn
 from fastapi import FastAPI
 
 from llm_api_router._version import __version__
 from llm_api_router.config import DEFAULT_CONFIG_PATH, RouterConfig
 from llm_api_router.errors import ConfigError
 from llm_api_router.logs import Redactor, install_redaction, logging_config
+from llm_api_router.serve import serve
 from llm_api_router.server import create_app
 
 __all__ = [
@@ -64,6 +64,11 @@ def build_parser() -> argparse.ArgumentParser:
         "from OPENAI_API_KEY / ANTHROPIC_API_KEY)",
     )
     parser.add_argument("--reload", action="store_true", help="restart on code changes (dev)")
+    parser.add_argument(
+        "--watch-config",
+        action="store_true",
+        help="reload the config file when it changes, as on SIGHUP (one worker)",
+    )
     parser.add_argument(
         "--workers",
         type=_positive_int,
@@ -118,19 +123,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
     if args.config is not None:
         os.environ[CONFIG_ENV] = str(Path(args.config).resolve())
-    uvicorn.run(
-        "llm_api_router.cli:app_from_environment",
-        factory=True,
+    source = args.config or (DEFAULT_CONFIG_PATH if Path(DEFAULT_CONFIG_PATH).exists() else None)
+    config_path = None if source is None else str(Path(source).resolve())
+    one_process = not args.reload and args.workers == 1
+    serve(
+        create_app(config) if one_process else "llm_api_router.cli:app_from_environment",
+        config.settings,
+        config_path=config_path,
+        watch_config=args.watch_config,
+        workers=args.workers,
+        reload=args.reload,
         host=args.host,
         port=args.port,
-        reload=args.reload,
-        workers=None if args.reload else args.workers,
         log_level=args.log_level,
         log_config=log_config,
         access_log=False,
         loop="uvloop" if importlib.util.find_spec("uvloop") else "asyncio",
-        http="httptools" if importlib.util.find_spec("httptools") else "h11",
-        server_header=False,
     )
     return EXIT_OK
 

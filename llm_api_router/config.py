@@ -39,16 +39,24 @@ from llm_api_router.errors import ConfigError
 __all__ = [
     "DEFAULT_AUTH_FAILURE_COOLDOWN",
     "DEFAULT_BASE_URLS",
+    "DEFAULT_BODY_TIMEOUT",
     "DEFAULT_CIRCUIT_BREAKER_COOLDOWN",
     "DEFAULT_CIRCUIT_BREAKER_THRESHOLD",
     "DEFAULT_CONFIG_PATH",
     "DEFAULT_FIRST_TOKEN_TIMEOUT",
+    "DEFAULT_HEADER_TIMEOUT",
+    "DEFAULT_KEEPALIVE_TIMEOUT",
     "DEFAULT_MAX_BODY_BYTES",
+    "DEFAULT_MAX_CONNECTIONS",
+    "DEFAULT_MAX_COOLDOWN",
+    "DEFAULT_MAX_HEADER_BYTES",
+    "DEFAULT_MAX_URL_BYTES",
     "DEFAULT_MAX_RETRIES",
     "DEFAULT_PRIORITY",
     "DEFAULT_RATE_LIMIT_COOLDOWN",
     "DEFAULT_RETRY_BACKOFF_BASE",
     "DEFAULT_RETRY_BACKOFF_MAX",
+    "DEFAULT_SHUTDOWN_TIMEOUT",
     "DEFAULT_TIMEOUT",
     "FAMILIES",
     "AuthConfig",
@@ -79,6 +87,15 @@ DEFAULT_CIRCUIT_BREAKER_COOLDOWN = 30.0
 DEFAULT_RETRY_BACKOFF_BASE = 0.1
 DEFAULT_RETRY_BACKOFF_MAX = 2.0
 DEFAULT_MAX_BODY_BYTES = 32 * 1024 * 1024
+DEFAULT_MAX_COOLDOWN = 3600.0
+# The HTTP edge (serve.py): limits on what a client may send and how slowly.
+DEFAULT_MAX_URL_BYTES = 16 * 1024
+DEFAULT_MAX_HEADER_BYTES = 64 * 1024
+DEFAULT_HEADER_TIMEOUT = 10.0
+DEFAULT_BODY_TIMEOUT = 60.0
+DEFAULT_KEEPALIVE_TIMEOUT = 5.0
+DEFAULT_MAX_CONNECTIONS = 1000
+DEFAULT_SHUTDOWN_TIMEOUT = 30.0
 
 _ENV_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _STRICT = ConfigDict(frozen=True, extra="forbid", str_strip_whitespace=True)
@@ -115,6 +132,12 @@ class ProviderConfig(BaseModel):
     def _http_url(cls, value: str) -> str:
         if not re.match(r"^https?://[^/\s]+", value):
             raise ValueError("must be an http:// or https:// URL")
+        authority = value.split("://", 1)[1].split("/", 1)[0]
+        if "@" in authority:
+            # Never sent as credentials (the provider key is), and never echoed back here.
+            raise ValueError(
+                "must not contain user:password@ credentials; put the provider's key in " "api_key"
+            )
         return value.rstrip("/")
 
     @field_validator("models", mode="before")
@@ -174,6 +197,16 @@ class Settings(BaseModel):
     retry_backoff_max: NonNegativeSeconds = DEFAULT_RETRY_BACKOFF_MAX
     max_body_bytes: Annotated[int, Field(gt=0)] = DEFAULT_MAX_BODY_BYTES
     first_token_timeout: PositiveSeconds = DEFAULT_FIRST_TOKEN_TIMEOUT
+    #: Upper bound of any cooldown an upstream asks for (Retry-After).
+    max_cooldown: NonNegativeSeconds = DEFAULT_MAX_COOLDOWN
+    # The HTTP edge; read when the server starts (a reload does not change them).
+    max_url_bytes: Annotated[int, Field(ge=1024)] = DEFAULT_MAX_URL_BYTES
+    max_header_bytes: Annotated[int, Field(ge=1024)] = DEFAULT_MAX_HEADER_BYTES
+    header_timeout: PositiveSeconds = DEFAULT_HEADER_TIMEOUT
+    body_timeout: PositiveSeconds = DEFAULT_BODY_TIMEOUT
+    keepalive_timeout: PositiveSeconds = DEFAULT_KEEPALIVE_TIMEOUT
+    max_connections: Annotated[int, Field(ge=1)] = DEFAULT_MAX_CONNECTIONS
+    shutdown_timeout: NonNegativeSeconds = DEFAULT_SHUTDOWN_TIMEOUT
 
 
 class RouterConfig(BaseModel):

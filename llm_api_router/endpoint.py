@@ -36,7 +36,7 @@ from llm_api_router.families import ApiFamily
 from llm_api_router.headers import forward_request_headers
 from llm_api_router.logs import ACCESS_LOGGER
 from llm_api_router.metrics import RouterMetrics
-from llm_api_router.streaming import stream_to_client
+from llm_api_router.streaming import OpenStreams, stream_to_client
 
 __all__ = ["CLIENT_CLOSED_REQUEST", "REQUEST_ID_HEADER", "ChatEndpoint", "FamilyEndpoint"]
 
@@ -83,8 +83,10 @@ class FamilyEndpoint:
         metrics: RouterMetrics,
         max_body: int,
         catalog: ModelCatalog | None = None,
+        streams: OpenStreams | None = None,
     ) -> None:
         self.family = self._family = family
+        self._streams = streams
         self._dispatcher = dispatcher
         self._catalog = catalog or ModelCatalog(family, dispatcher)
         self._prefix = f"/{family.name}/"
@@ -197,7 +199,9 @@ class FamilyEndpoint:
         def done(first_byte: float | None, outcome: str) -> None:
             self._finish(exchange, first_byte, outcome)
 
-        await stream_to_client(reply.relay, reply.status, raw_headers, receive, send, done)
+        await stream_to_client(
+            reply.relay, reply.status, raw_headers, receive, send, done, self._streams
+        )
 
     @staticmethod
     def _id(exchange: _Exchange) -> RawHeaders:

@@ -16,7 +16,7 @@ from itertools import groupby
 
 import orjson
 
-from llm_api_router.config import ProviderConfig, Settings
+from llm_api_router.config import DEFAULT_MAX_COOLDOWN, ProviderConfig, Settings
 from llm_api_router.errors import (
     LocalResourceError,
     UpstreamConnectError,
@@ -36,8 +36,8 @@ __all__ = [
     "parse_retry_after",
 ]
 
-#: Upper bound for any Retry-After we honour (a day): protects against absurd values.
-MAX_COOLDOWN = 86_400.0
+#: Default upper bound for any Retry-After we honour (``settings.max_cooldown``).
+MAX_COOLDOWN = DEFAULT_MAX_COOLDOWN
 
 
 class Action(Enum):
@@ -211,7 +211,7 @@ class RoutingPolicy:
                 loud=True,
             )
         if status in family.rate_limit_statuses:
-            wait = parse_retry_after(headers, wall_now)
+            wait = parse_retry_after(headers, wall_now, cap=settings.max_cooldown)
             return Verdict(
                 Action.NEXT,
                 "rate_limited" if status == 429 else "overloaded",
@@ -259,32 +259,41 @@ class RoutingPolicy:
         return Verdict(Action.RETRY, error.kind, Effect.FAILURE)
 
 
-def parse_retry_after(headers: Mapping[str, str], wall_now: float) -> float | None:
-    """Seconds from ``retry-after-ms`` or ``retry-after`` (seconds or HTTP date), if any."""
+def parse_retry_after(
+    headers: Mapping[str, str], wall_now: float, *, cap: float = MAX_COOLDOWN
+) -> float | None:
+    """Seconds from ``retry-after-ms`` or ``retry-after`` (seconds or HTTP date), if any.
+
+    Nonsense (not a number, infinite, negative) counts as absent; a long wait is capped
+    at ``cap`` seconds, so no upstream can take a provider out of rotation for a day.
+    """
     value = headers.get("retry-after-ms")
     if value is not None:
-        try:
-            return _bounded(float(value) / 1000.0)
-        except ValueError:
-            pass
+        seconds = _seconds(value)
+        if seconds is not None:
+            return min(seconds / 1000.0, cap)
     value = headers.get("retry-after")
     if value is None:
         return None
-    try:
-        return _bounded(float(value))
-    except ValueError:
-        pass
+    seconds = _seconds(value)
+    if seconds is not None:
+        return min(seconds, cap)
     try:
         when = email.utils.parsedate_to_datetime(value)
     except (TypeError, ValueError):
         return None
-    return _bounded(when.timestamp() - wall_now)
+    return min(max(when.timestamp() - wall_now, 0.0), cap)  # a past date: ready now
 
 
-def _bounded(seconds: float) -> float | None:
-    if math.isnan(seconds):
+def _seconds(value: str) -> float | None:
+    """A finite, non-negative number of seconds, or None."""
+    try:
+        seconds = float(value)
+    except ValueError:
         return None
-    return min(max(seconds, 0.0), MAX_COOLDOWN)
+    if not math.isfinite(seconds) or seconds < 0:
+        return None
+    return seconds
 
 
 def _priority(candidate: Candidate) -> int:

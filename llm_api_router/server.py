@@ -3,10 +3,13 @@
 ``create_app(config)`` builds the app; nothing happens at import time.  The upstream
 client is created and closed by the app's lifespan, so an app object can be imported,
 served by any ASGI server, or driven in tests with an injected ``transport`` and ``clock``.
+A started app can :meth:`~RouterApp.reload` a new config (requests already running finish
+on the old one) and :meth:`~RouterApp.interrupt_streams` at the end of a shutdown.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
@@ -31,6 +34,7 @@ from llm_api_router.health import ProviderHealth
 from llm_api_router.logs import Redactor, install_redaction
 from llm_api_router.metrics import CONTENT_TYPE, RouterMetrics
 from llm_api_router.scrub import SecretScrubber
+from llm_api_router.streaming import OpenStreams
 from llm_api_router.upstream import AiohttpTransport, Transport
 
 __all__ = ["ROUTES", "RouterApp", "create_app"]
@@ -49,7 +53,22 @@ _FAMILY_PREFIXES: tuple[tuple[str, Family], ...] = tuple((f"/{name}/", name) for
 
 class RouterApp(FastAPI):
     """The router's ASGI app: every request under a family goes straight to that family's
-    endpoint (the hot path); everything else (info routes, docs, error pages) is FastAPI."""
+    endpoint (the hot path); everything else (info routes, docs, error pages) is FastAPI,
+    where ``HEAD`` is answered like ``GET`` without the body."""
+
+    open_streams: OpenStreams
+
+    def reload(self, config: RouterConfig) -> None:
+        """Serve ``config`` from now on: new requests use its providers, running ones finish
+        on the old; provider health carries over by provider name.  Needs a started app."""
+        reloader: Callable[[RouterConfig], None] | None = getattr(self.state, "reloader", None)
+        if reloader is None:
+            raise RuntimeError("the app is not started: nothing to reload")
+        reloader(config)
+
+    def interrupt_streams(self, message: str) -> int:
+        """End every open stream now with the family's native 503 error event (shutdown)."""
+        return self.open_streams.interrupt_all(503, message, code="shutting_down")
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
@@ -63,7 +82,19 @@ class RouterApp(FastAPI):
                     if path.startswith(prefix):
                         await _guarded(runtime.endpoints[family], scope, receive, send)
                         return
+            if scope["method"] == "HEAD":
+                await super().__call__({**scope, "method": "GET"}, receive, _without_body(send))
+                return
         await super().__call__(scope, receive, send)
+
+
+def _without_body(send: Send) -> Send:
+    async def head_send(message: Message) -> None:
+        if message["type"] == "http.response.body" and message.get("body"):
+            message = {**message, "body": b""}
+        await send(message)
+
+    return head_send
 
 
 async def _guarded(endpoint: FamilyEndpoint, scope: Scope, receive: Receive, send: Send) -> None:
@@ -77,6 +108,17 @@ async def _guarded(endpoint: FamilyEndpoint, scope: Scope, receive: Receive, sen
 
     try:
         await endpoint(scope, receive, tracking_send)
+    except asyncio.CancelledError:
+        # Only the server cancels a request (the end of a shutdown): answer it natively.
+        if started:
+            raise
+        logger.warning("request to %s ended by the shutdown before its answer", scope["path"])
+        body = endpoint.family.error_body(
+            503, "The router is shutting down; retry the request.", code="shutting_down"
+        )
+        headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]
+        await send({"type": "http.response.start", "status": 503, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
     except Exception as exc:
         logger.exception("unhandled %s on %s", type(exc).__name__, scope["path"])
         if started:
@@ -110,25 +152,55 @@ def create_app(
     config = config if config is not None else RouterConfig()
     monotonic = clock or time.monotonic
 
+    streams = OpenStreams()
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        install_redaction(Redactor(config.secrets()))
+        secrets = set(config.secrets())
+        install_redaction(Redactor(secrets))
+
+        def provider_table() -> Iterator[tuple[str, ProviderConfig, ProviderHealth]]:
+            runtime: _Runtime | None = getattr(app.state, "runtime", None)
+            if runtime is None:
+                return
+            for name, dispatcher in runtime.dispatchers.items():
+                for provider, health in dispatcher.providers:
+                    yield name, provider, health
+
+        metrics = RouterMetrics(provider_table, monotonic)
         async with AsyncExitStack() as stack:
             upstream: Transport = (
                 transport
                 if transport is not None
                 else await stack.enter_async_context(AiohttpTransport())
             )
-            app.state.runtime = _build_runtime(config, upstream, monotonic)
+
+            def reload(new_config: RouterConfig) -> None:
+                runtime = _build_runtime(new_config, upstream, monotonic, metrics, streams)
+                _carry_health(app.state.runtime, runtime)
+                # Requests still running on the old config may log its keys: redact both.
+                secrets.update(new_config.secrets())
+                install_redaction(Redactor(secrets))
+                app.state.runtime = runtime  # one assignment: each request reads it once
+                _log_startup(new_config)
+
+            app.state.runtime = _build_runtime(config, upstream, monotonic, metrics, streams)
+            app.state.reloader = reload
             _log_startup(config)
-            yield
+            try:
+                yield
+            finally:
+                app.state.reloader = None
 
     app = RouterApp(
         title="LLM API Router",
         version=__version__,
         summary="OpenAI and Anthropic endpoints with priority routing and automatic fallback.",
         lifespan=lifespan,
+        # A redirect would be built from the client's Host header (an open-redirect shape).
+        redirect_slashes=False,
     )
+    app.open_streams = streams
     _add_info_routes(app, monotonic)
     for name in FAMILIES:
         _add_chat_routes(app, family_for(name))
@@ -136,7 +208,13 @@ def create_app(
     return app
 
 
-def _build_runtime(config: RouterConfig, transport: Transport, clock: Clock) -> _Runtime:
+def _build_runtime(
+    config: RouterConfig,
+    transport: Transport,
+    clock: Clock,
+    metrics: RouterMetrics,
+    streams: OpenStreams,
+) -> _Runtime:
     scrubber = SecretScrubber(config.secrets())
     dispatchers = {
         name: Dispatcher(
@@ -149,13 +227,6 @@ def _build_runtime(config: RouterConfig, transport: Transport, clock: Clock) -> 
         )
         for name in FAMILIES
     }
-
-    def provider_table() -> Iterator[tuple[str, ProviderConfig, ProviderHealth]]:
-        for name, dispatcher in dispatchers.items():
-            for provider, health in dispatcher.providers:
-                yield name, provider, health
-
-    metrics = RouterMetrics(provider_table, clock)
     keys = RouterKeys(k.get_secret_value() for k in config.auth.api_keys)
     endpoints = {
         name: FamilyEndpoint(
@@ -165,10 +236,24 @@ def _build_runtime(config: RouterConfig, transport: Transport, clock: Clock) -> 
             metrics,
             config.settings.max_body_bytes,
             ModelCatalog(dispatcher.family, dispatcher, clock=clock),
+            streams,
         )
         for name, dispatcher in dispatchers.items()
     }
     return _Runtime(dispatchers, endpoints, metrics)
+
+
+def _carry_health(old: _Runtime, new: _Runtime) -> None:
+    """Give each provider of ``new`` the health state of its namesake in ``old``."""
+    for name, dispatcher in new.dispatchers.items():
+        previous = old.dispatchers.get(name)
+        if previous is None:
+            continue
+        by_name = {provider.name: health for provider, health in previous.providers}
+        dispatcher.providers = tuple(
+            (provider, by_name.get(provider.name, health))
+            for provider, health in dispatcher.providers
+        )
 
 
 def _log_startup(config: RouterConfig) -> None:

@@ -5,7 +5,8 @@ client's stream with the family's native error event when the upstream cuts the 
 stalls past ``timeout`` or sends an error event; it completes a naturally finished stream
 whose upstream forgot its terminal marker.  The upstream response is closed on every path
 (including the client going away).  :func:`stream_to_client` delivers a relay over ASGI and
-cancels it the moment the client disconnects.
+cancels it the moment the client disconnects.  :class:`OpenStreams` lists the relays being
+delivered, so a shutdown can end each one with a native error event (:meth:`StreamRelay.interrupt`).
 """
 
 from __future__ import annotations
@@ -22,7 +23,14 @@ from llm_api_router.families import ApiFamily, StreamTracker
 from llm_api_router.sse import SSEDecoder, SSEEventTooLarge
 from llm_api_router.upstream import UpstreamResponse
 
-__all__ = ["DEFAULT_FINISH_GRACE", "RawRelay", "StreamOutcome", "StreamRelay", "stream_to_client"]
+__all__ = [
+    "DEFAULT_FINISH_GRACE",
+    "OpenStreams",
+    "RawRelay",
+    "StreamOutcome",
+    "StreamRelay",
+    "stream_to_client",
+]
 
 #: After a natural finish, how long to wait for the upstream's own terminal marker.
 DEFAULT_FINISH_GRACE = 0.5
@@ -36,6 +44,7 @@ class StreamOutcome:
     STALLED = "stalled"
     UPSTREAM_ERROR = "upstream_error"
     CLIENT_DISCONNECTED = "client_disconnected"
+    INTERRUPTED = "interrupted"  # ended by the router itself (shutdown), not the provider's fault
 
     FAILURES = frozenset({CUT, STALLED, UPSTREAM_ERROR})
 
@@ -68,6 +77,7 @@ class StreamRelay:
         self._stall_timeout = stall_timeout
         self._on_end = on_end
         self._finish_grace = finish_grace
+        self._stop: bytes | None = None
         self.outcome: str | None = None
 
     async def body(self) -> AsyncGenerator[bytes, None]:
@@ -88,6 +98,8 @@ class StreamRelay:
 
     async def _next(self) -> bytes:
         """The next piece to relay; sets ``outcome`` when the stream is over."""
+        if self._stop is not None:
+            return self._stopped()
         tracker = self._tracker
         try:
             if tracker.finished:
@@ -104,10 +116,14 @@ class StreamRelay:
                 f"{self._stall_timeout:g} s; the stream was ended before its natural end.",
             )
         except UpstreamTransportError:
+            if self._stop is not None:  # interrupt() closed the upstream under us
+                return self._stopped()
             if tracker.finished:
                 return self._complete()
             return self._cut()
         if not chunk:
+            if self._stop is not None:
+                return self._stopped()
             rest = self._decoder.flush()
             tail = b""
             if rest is not None:
@@ -148,6 +164,18 @@ class StreamRelay:
         self._response.close()
         if self.outcome is None:
             self._end(StreamOutcome.CLIENT_DISCONNECTED)
+
+    def interrupt(self, status: int, message: str, *, code: str) -> None:
+        """End the stream from outside (a shutdown): the client's next bytes are the family's
+        error event, then the end of the body.  The upstream is closed now; idempotent."""
+        if self.outcome is not None or self._stop is not None:
+            return
+        self._stop = self._family.stream_error_event(status, message, code=code)
+        self._response.close()  # wakes a pending read at once
+
+    def _stopped(self) -> bytes:
+        self._end(StreamOutcome.INTERRUPTED)
+        return self._stop or b""
 
     def _complete(self) -> bytes:
         self._end(StreamOutcome.COMPLETE)
@@ -215,6 +243,37 @@ class RawRelay:
             self.outcome = StreamOutcome.CLIENT_DISCONNECTED
 
 
+class OpenStreams:
+    """The relays being delivered to clients right now (one registry per app)."""
+
+    __slots__ = ("_relays",)
+
+    def __init__(self) -> None:
+        self._relays: set[StreamRelay | RawRelay] = set()
+
+    def __len__(self) -> int:
+        return len(self._relays)
+
+    def add(self, relay: StreamRelay | RawRelay) -> None:
+        self._relays.add(relay)
+
+    def discard(self, relay: StreamRelay | RawRelay) -> None:
+        self._relays.discard(relay)
+
+    def interrupt_all(self, status: int, message: str, *, code: str) -> int:
+        """:meth:`StreamRelay.interrupt` every open stream; how many there were.
+
+        A raw relay has no error event: it is closed, and its client sees a truncated body.
+        """
+        relays = list(self._relays)
+        for relay in relays:
+            if isinstance(relay, StreamRelay):
+                relay.interrupt(status, message, code=code)
+            else:
+                relay.abort()
+        return len(relays)
+
+
 async def stream_to_client(
     relay: StreamRelay | RawRelay,
     status: int,
@@ -222,12 +281,16 @@ async def stream_to_client(
     receive: Receive,
     send: Send,
     on_done: Callable[[float | None, str], None],
+    streams: OpenStreams | None = None,
 ) -> None:
     """Send a committed relay over ASGI; a client disconnect cancels it at once.
 
     ``on_done(first_byte_time, outcome)`` is called exactly once when the exchange is over,
     with the ``time.perf_counter()`` of the first body byte sent (None if none was).
+    While it is sent, the relay is listed in ``streams``.
     """
+    if streams is not None:
+        streams.add(relay)
     body = relay.body()
     first_byte: float | None = None
 
@@ -246,6 +309,8 @@ async def stream_to_client(
     except (ClientGone, OSError):
         pass  # the client went away: the relay's upstream is closed below
     finally:
+        if streams is not None:
+            streams.discard(relay)
         await body.aclose()
         relay.abort()
         on_done(first_byte, relay.outcome or StreamOutcome.CLIENT_DISCONNECTED)

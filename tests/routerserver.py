@@ -1,4 +1,4 @@
-"""Run the real router (uvicorn + create_app) on a loopback port in a background thread."""
+"""Run the real router (its uvicorn server, edge and app) on a loopback port in a thread."""
 
 from __future__ import annotations
 
@@ -8,16 +8,18 @@ import time
 from types import TracebackType
 from typing import Any, Self
 
-import uvicorn
-
 from llm_api_router.config import RouterConfig
-from llm_api_router.server import create_app
+from llm_api_router.serve import RouterServer as _Server
+from llm_api_router.serve import ServeConfig
+from llm_api_router.server import RouterApp, create_app
 
 
 class RouterServer:
     """The router on ``http://127.0.0.1:<port>``; a context manager that stops it."""
 
-    def __init__(self, config: RouterConfig | dict[str, Any]) -> None:
+    def __init__(
+        self, config: RouterConfig | dict[str, Any], *, config_path: str | None = None
+    ) -> None:
         if not isinstance(config, RouterConfig):
             config = RouterConfig.from_dict(config)
         self.config = config
@@ -26,10 +28,15 @@ class RouterServer:
         self._socket.bind(("127.0.0.1", 0))
         self.port: int = self._socket.getsockname()[1]
         self.url = f"http://127.0.0.1:{self.port}"
-        uv_config = uvicorn.Config(
-            create_app(config), log_level="warning", access_log=False, lifespan="on"
+        self.app: RouterApp = create_app(config)
+        uv_config = ServeConfig(
+            self.app,
+            settings=config.settings,
+            log_level="warning",
+            access_log=False,
+            lifespan="on",
         )
-        self._server = uvicorn.Server(uv_config)
+        self.server = self._server = _Server(uv_config, config_path=config_path)
         self._thread = threading.Thread(
             target=self._server.run, kwargs={"sockets": [self._socket]}, daemon=True
         )

@@ -9,12 +9,13 @@ from typing import Any
 import pytest
 
 from llm_api_router import cli
+from llm_api_router.server import RouterApp
 
 
 @pytest.fixture
 def served(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
     calls: list[dict[str, Any]] = []
-    monkeypatch.setattr(cli.uvicorn, "run", lambda app, **kw: calls.append({"app": app, **kw}))
+    monkeypatch.setattr(cli, "serve", lambda app, settings, **kw: calls.append({"app": app, **kw}))
     # The real dictConfig would rewire this test process's logging for every later test.
     monkeypatch.setattr(cli.logging.config, "dictConfig", lambda config: None)
     monkeypatch.delenv(cli.CONFIG_ENV, raising=False)
@@ -40,8 +41,24 @@ def test_defaults(served: list[dict[str, Any]], in_tmp: Path) -> None:
     assert call["host"] == "127.0.0.1"
     assert call["port"] == 8000
     assert call["reload"] is False
-    assert call["factory"] is True
-    assert call["app"] == "llm_api_router.cli:app_from_environment"
+    assert isinstance(call["app"], RouterApp)  # one process: the app itself
+    assert call["config_path"] is None  # from the environment: nothing to reload
+    assert call["watch_config"] is False
+
+
+def test_config_file_is_what_sighup_reloads(served: list[dict[str, Any]], in_tmp: Path) -> None:
+    write(in_tmp / "c.json", {"openai": [{"api_key": "k"}]})
+    assert cli.main(["--config", "c.json", "--watch-config"]) == 0
+    assert served[-1]["config_path"] == str(in_tmp / "c.json")
+    assert served[-1]["watch_config"] is True
+    write(in_tmp / cli.DEFAULT_CONFIG_PATH, {"openai": [{"api_key": "k"}]})
+    assert cli.main([]) == 0
+    assert served[-1]["config_path"] == str(in_tmp / cli.DEFAULT_CONFIG_PATH)
+
+
+def test_several_workers_get_the_app_factory(served: list[dict[str, Any]], in_tmp: Path) -> None:
+    assert cli.main(["--workers", "2"]) == 0
+    assert served[-1]["app"] == "llm_api_router.cli:app_from_environment"
 
 
 def test_host_port_reload(served: list[dict[str, Any]], in_tmp: Path) -> None:

@@ -182,6 +182,26 @@ def test_each_config_error_names_field_and_problem(
     assert "\n" not in str(error)
 
 
+@pytest.mark.parametrize(
+    "base_url",
+    ["https://user:pass@api.example.com/v1", "http://only-user@127.0.0.1:9000", "https://:p@h"],
+)
+def test_base_url_with_credentials_is_rejected_without_echoing_them(base_url: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        RouterConfig.from_dict({"openai": [{"api_key": "k", "base_url": base_url}]}, environ={})
+    assert caught.value.field == "openai[0].base_url"
+    assert "user:password@" in caught.value.problem
+    assert "api_key" in caught.value.problem
+    assert "pass@" not in str(caught.value) and "only-user" not in str(caught.value)
+
+
+def test_at_sign_in_a_base_url_path_is_fine() -> None:
+    config = RouterConfig.from_dict(
+        {"openai": [{"api_key": "k", "base_url": "https://h.example/v1/@team"}]}, environ={}
+    )
+    assert config.openai[0].base_url == "https://h.example/v1/@team"
+
+
 def test_config_error_never_echoes_a_key() -> None:
     with pytest.raises(ConfigError) as caught:
         RouterConfig.from_dict({"openai": [{"api_key": "sk-secret-value", "timeout": -5}]})

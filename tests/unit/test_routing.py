@@ -167,14 +167,41 @@ def test_retry_after_http_date() -> None:
     [
         ({}, None),
         ({"retry-after": "garbage"}, None),
-        ({"retry-after": "-5"}, 0.0),
-        ({"retry-after": "1e12"}, 86_400.0),
+        ({"retry-after": "-5"}, None),
+        ({"retry-after": "1e12"}, 3600.0),
+        ({"retry-after": "inf"}, None),
+        ({"retry-after": "-inf"}, None),
+        ({"retry-after": "nan"}, None),
         ({"retry-after-ms": "nan"}, None),
+        ({"retry-after-ms": "inf", "retry-after": "3"}, 3.0),
+        ({"retry-after-ms": "1e15"}, 3600.0),
         ({"retry-after-ms": "x", "retry-after": "2"}, 2.0),
     ],
 )
 def test_retry_after_edge_cases(headers: dict[str, str], expected: float | None) -> None:
     assert parse_retry_after(headers, 0.0) == expected
+
+
+def test_retry_after_in_the_past_means_ready_now() -> None:
+    when = email.utils.formatdate(999_000.0, usegmt=True)
+    assert parse_retry_after({"retry-after": when}, 1_000_000.0) == 0.0
+
+
+@pytest.mark.parametrize("value", ["inf", "nan", "-30", "Infinity", "soon"])
+def test_nonsense_retry_after_gets_the_default_cooldown(value: str) -> None:
+    verdict = judge(OPENAI, 429, openai_error("rate_limit_error"), retry_after=value)
+    assert verdict.effect is Effect.COOLDOWN
+    assert verdict.cooldown == SETTINGS.rate_limit_cooldown
+
+
+@pytest.mark.parametrize("header", ["retry_after", "retry_after_ms"])
+def test_settings_max_cooldown_caps_what_an_upstream_asks_for(header: str) -> None:
+    policy = RoutingPolicy(OpenAIFamily(), Settings(max_cooldown=120))
+    verdict = judge(policy, 429, openai_error("rate_limit_error"), **{header: "86400000"})
+    assert verdict.cooldown == 120.0
+    # the default cap is an hour, not a day
+    verdict = judge(OPENAI, 429, openai_error("rate_limit_error"), **{header: "86400000"})
+    assert verdict.cooldown == 3600.0
 
 
 # -- attempt order ---------------------------------------------------------------------------
