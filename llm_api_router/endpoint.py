@@ -13,6 +13,7 @@ other route and documents these ones.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import re
@@ -110,6 +111,13 @@ class FamilyEndpoint:
             # A bug: the guard answers a native 500; the request is still logged and counted.
             exchange.status = exchange.status if exchange.finished else 500
             self._finish(exchange, None, None)
+            raise
+        except asyncio.CancelledError:
+            # Only the server cancels a request (the end of a shutdown): the guard answers
+            # 503 when nothing was sent yet; either way the request is logged and counted.
+            if not exchange.finished:
+                exchange.status = exchange.status or 503
+                self._finish(exchange, None, "interrupted" if exchange.stream else None)
             raise
         except BaseException:
             if not exchange.finished:
