@@ -1,9 +1,10 @@
 """Logging: JSON or text lines on stderr, with every secret redacted by one mechanism.
 
-:class:`Redactor` knows the configured secrets (provider and router keys) plus the shapes
-of credentials in general (``Bearer ...``, ``sk-...``).  :class:`RedactingFilter` applies
-it to every record a handler emits (message, arguments, traceback), so no code path has
-to remember to scrub anything.
+:class:`Redactor` knows the configured secrets (provider and router keys, matched by the
+rule of :mod:`llm_api_router.redaction`) plus the shapes of credentials in general
+(``Bearer ...``, ``sk-...``).  :class:`RedactingFilter` applies it to every record a
+handler emits (message, arguments, traceback), so no code path has to remember to scrub
+anything.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from collections.abc import Iterable
 from typing import Any, Literal
 
 import orjson
+
+from llm_api_router.redaction import REDACTED, secret_pattern
 
 __all__ = [
     "ACCESS_LOGGER",
@@ -29,7 +32,6 @@ __all__ = [
 ]
 
 LogFormat = Literal["json", "text"]
-REDACTED = "[REDACTED]"
 ACCESS_LOGGER = "llm_api_router.access"
 
 #: Loggers whose handlers get the redacting filter.
@@ -51,17 +53,28 @@ _RECORD_FIELDS = frozenset(vars(logging.makeLogRecord({}))) | {
 
 
 class Redactor:
-    """Replaces every secret (longest first) and credential-shaped token with [REDACTED]."""
+    """Replaces every configured secret (by :func:`~llm_api_router.redaction.secret_pattern`'s
+    rule: long ones anywhere, short ones as whole tokens) and every credential-shaped token
+    with [REDACTED]."""
 
-    __slots__ = ("_pattern",)
+    __slots__ = ("_bytes", "_pattern")
 
     def __init__(self, secrets: Iterable[str]) -> None:
-        exact = sorted({s for s in secrets if s}, key=len, reverse=True)
-        alternatives = [re.escape(s) for s in exact] + list(_GENERIC)
+        configured = secret_pattern(secrets)
+        alternatives = ([configured] if configured else []) + list(_GENERIC)
         self._pattern = re.compile("|".join(alternatives))
+        self._bytes = re.compile("|".join(alternatives).encode("utf-8", "surrogatepass"))
 
     def __call__(self, text: str) -> str:
         return self._pattern.sub(REDACTED, text)
+
+    def scrub_bytes(self, data: bytes) -> bytes:
+        """``data`` with secrets and credential shapes replaced, as :meth:`__call__` does text.
+
+        To scrub what the router relays from upstreams (model output may quote ``sk-...``
+        examples), use :class:`~llm_api_router.redaction.SecretRedactor`: configured keys only.
+        """
+        return self._bytes.sub(REDACTED.encode(), data)
 
     def scrub(self, value: Any) -> Any:
         """Redact strings inside a JSON-like value."""
