@@ -21,6 +21,7 @@ from starlette.responses import Response
 from starlette.types import Message, Receive, Scope, Send
 
 from llm_api_router._version import __version__
+from llm_api_router.accesslog import AccessLogMiddleware
 from llm_api_router.auth import RouterKeys
 from llm_api_router.catalog import ModelCatalog
 from llm_api_router.config import FAMILIES, Family, ProviderConfig, RouterConfig
@@ -133,6 +134,7 @@ def create_app(
     for name in FAMILIES:
         _add_chat_routes(app, family_for(name))
     _add_error_handlers(app)
+    app.add_middleware(AccessLogMiddleware)  # chat requests are logged by their endpoint
     return app
 
 
