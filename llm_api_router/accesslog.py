@@ -77,7 +77,7 @@ class AccessLogMiddleware:
 def _request_id(scope: Scope) -> str:
     for name, value in scope["headers"]:
         if name == b"x-request-id":
-            supplied = value.decode("latin-1")
+            supplied = bytes(value).decode("latin-1")
             if _CLIENT_REQUEST_ID.match(supplied):
                 return supplied
             break
