@@ -321,7 +321,10 @@ def _add_error_handlers(app: FastAPI) -> None:
         headers = dict(exc.headers or {})
         if family is None:
             return JSONResponse({"detail": message}, status_code=exc.status_code, headers=headers)
-        body = family.error_body(exc.status_code, message)
+        if exc.status_code == 404:
+            body = _route_not_found(family, request.method, request.url.path)
+        else:
+            body = family.error_body(exc.status_code, message)
         return Response(
             body, status_code=exc.status_code, headers=headers, media_type="application/json"
         )
@@ -335,3 +338,11 @@ def _add_error_handlers(app: FastAPI) -> None:
 
     app.add_exception_handler(StarletteHTTPException, http_error)
     app.add_exception_handler(Exception, unexpected)
+
+
+def _route_not_found(family: ApiFamily, method: str, path: str) -> bytes:
+    """The family's own answer to an unknown URL (``model_not_found`` is for models only):
+    OpenAI's ``invalid_request_error`` with a null code, Anthropic's ``not_found_error``."""
+    if family.name == "openai":
+        return family.error_body(404, f"Invalid URL ({method} {path})")
+    return family.error_body(404, f"Not Found: {method} {path} is not a route of this router.")
