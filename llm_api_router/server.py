@@ -34,7 +34,7 @@ from llm_api_router.metrics import CONTENT_TYPE, RouterMetrics
 from llm_api_router.scrub import SecretScrubber
 from llm_api_router.upstream import AiohttpTransport, Transport
 
-__all__ = ["ROUTES", "RouterApp", "create_app"]
+__all__ = ["NO_PROVIDERS", "ROUTES", "RouterApp", "create_app"]
 
 logger = logging.getLogger("llm_api_router.server")
 
@@ -45,6 +45,11 @@ ROUTES: Mapping[Family, tuple[str, ...]] = {
     "openai": ("/openai/chat/completions", "/openai/v1/chat/completions"),
     "anthropic": ("/anthropic/chat/completions", "/anthropic/v1/messages"),
 }
+NO_PROVIDERS = (
+    "No provider is configured, so every API request is answered 503. Create "
+    "llm_router_config.json in the working directory (see llm_router_config.example.json), "
+    "pass --config PATH, or set OPENAI_API_KEY and/or ANTHROPIC_API_KEY."
+)
 _FAMILY_PREFIXES: tuple[tuple[str, Family], ...] = tuple((f"/{name}/", name) for name in FAMILIES)
 
 
@@ -184,6 +189,8 @@ def _log_startup(config: RouterConfig) -> None:
             extra={"family": name, "providers": [[p.name, p.priority] for p in providers]},
         )
     logger.info("router keys: %s", "required" if config.auth.api_keys else "not configured (open)")
+    if not any(config.providers(name) for name in FAMILIES):
+        logger.warning(NO_PROVIDERS)
 
 
 # -- chat routes ---------------------------------------------------------------------------
@@ -295,6 +302,15 @@ def _add_info_routes(app: FastAPI, clock: Clock) -> None:
                     }
                 )
             providers[name] = rows
+        if not any(providers.values()):
+            # Still 200: the process is alive, and a restart (what a failing liveness probe
+            # brings) cannot fix a config; the status and message say what is wrong.
+            return {
+                "status": "no_providers",
+                "message": NO_PROVIDERS,
+                "version": __version__,
+                "providers": providers,
+            }
         return {"status": "ok", "version": __version__, "providers": providers}
 
 

@@ -326,6 +326,15 @@ def test_no_config_and_no_env_keys_starts_and_answers_503(tmp_path: Path) -> Non
                 router.url + "/anthropic/v1/messages",
                 json={"model": "claude-x", "max_tokens": 5, "messages": MESSAGES},
             )
+            health = http.get(router.url + "/health")
+        stderr = router.stderr()
+    # Said at start-up, with the fix, and in /health (still 200: the process is alive).
+    (warning,) = warning_lines(stderr)
+    assert "no provider is configured" in warning.lower()
+    assert "--config" in warning and "OPENAI_API_KEY" in warning
+    assert health.status_code == 200
+    assert health.json()["status"] == "no_providers"
+    assert "OPENAI_API_KEY" in health.json()["message"]
     assert openai_response.status_code == 503
     error = openai_response.json()["error"]
     assert set(error) >= {"message", "type", "param", "code"}
