@@ -26,6 +26,7 @@ from llm_api_router.auth import RouterKeys
 from llm_api_router.catalog import ModelCatalog
 from llm_api_router.config import FAMILIES, Family, ProviderConfig, RouterConfig
 from llm_api_router.dispatch import Dispatcher
+from llm_api_router.docs import add_offline_docs
 from llm_api_router.endpoint import FamilyEndpoint
 from llm_api_router.families import ApiFamily, family_for
 from llm_api_router.health import ProviderHealth
@@ -134,7 +135,10 @@ def create_app(
         version=__version__,
         summary="OpenAI and Anthropic endpoints with priority routing and automatic fallback.",
         lifespan=lifespan,
+        docs_url=None,  # served offline by add_offline_docs, not from a CDN
+        redoc_url=None,
     )
+    add_offline_docs(app)
     _add_info_routes(app, monotonic)
     for name in FAMILIES:
         _add_chat_routes(app, family_for(name))
@@ -236,7 +240,7 @@ def _request_schema(family: ApiFamily) -> dict[str, Any]:
         "stream": {"type": "boolean", "default": False},
     }
     if family.name == "anthropic":
-        properties["model"]["example"] = "claude-sonnet-4-5"
+        properties["model"]["example"] = "claude-sonnet-5-5"
         properties["max_tokens"] = {"type": "integer", "minimum": 1}
     else:
         properties["stream_options"] = {"type": "object"}

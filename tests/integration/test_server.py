@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import re
 import ssl
 from collections.abc import Iterator
 from pathlib import Path
@@ -182,6 +183,27 @@ def test_docs_is_html(router: RouterServer, http: httpx.Client) -> None:
     assert response.headers["content-type"].startswith("text/html")
     assert "<html" in response.text.lower()
     assert "openapi.json" in response.text
+
+
+@pytest.mark.parametrize("page", ["/docs", "/redoc"])
+def test_docs_pages_load_every_asset_from_the_router(
+    router: RouterServer, http: httpx.Client, page: str
+) -> None:
+    """Offline, a page that needs a CDN is blank: every script, style and icon is local."""
+    html = http.get(router.url + page).text
+    urls = re.findall(r"""(?:src|href)\s*[=:]\s*["']([^"']+)["']""", html)
+    urls += re.findall(r"""url:\s*'([^']+)'""", html)
+    assets = [u for u in urls if u.endswith((".js", ".css", ".png"))]
+    assert assets, html
+    for url in urls:
+        assert not url.startswith(("http:", "https:", "//")), url
+    for url in assets:
+        response = http.get(router.url + url)
+        assert response.status_code == 200, url
+        assert len(response.content) > 1000, url
+    if page == "/docs":
+        assert any(u.endswith("swagger-ui-bundle.js") for u in assets)
+        assert http.get(router.url + "/docs/oauth2-redirect").status_code == 200
 
 
 def _resolve(spec: dict[str, Any], schema: dict[str, Any]) -> dict[str, Any]:
