@@ -417,7 +417,8 @@ def test_public_bind_without_router_keys_warns(tmp_path: Path) -> None:
 
 def test_public_bind_with_router_keys_does_not_warn(tmp_path: Path) -> None:
     port = free_port("0.0.0.0")
-    env = clean_env(tmp_path, LLM_ROUTER_API_KEYS="router-key-1")
+    # A provider (never called), so that no "no provider" warning is due either.
+    env = clean_env(tmp_path, LLM_ROUTER_API_KEYS="router-key-1", OPENAI_API_KEY="sk-test-unused")
     with run_router(
         ["--host", "0.0.0.0"], cwd=tmp_path, env=env, logs=tmp_path / "logs", port=port
     ) as router:
