@@ -352,3 +352,27 @@ def test_router_config_from_file_with_env_substitution(
     (request,) = fake.requests("filep")
     assert request.headers["authorization"] == "Bearer sk-test-from-env-secret"
     assert "sk-test-from-env-secret" not in health
+
+
+def test_no_provider_at_all_is_said_at_start_up_and_in_health(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level("WARNING", "llm_api_router.server")
+    with TestClient(create_app(RouterConfig())) as client:
+        health = client.get("/health")
+    assert health.status_code == 200  # liveness: a restart would not fix a config
+    body = health.json()
+    assert body["status"] == "no_providers"
+    assert "OPENAI_API_KEY" in body["message"] and "--config" in body["message"]
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert warnings == [body["message"]]
+
+
+def test_one_provider_is_enough_for_ok(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level("WARNING", "llm_api_router.server")
+    config = RouterConfig.from_dict({"anthropic": [{"api_key": "k"}]}, environ={})
+    with TestClient(create_app(config)) as client:
+        body = client.get("/health").json()
+    assert body["status"] == "ok"
+    assert "message" not in body
+    assert [r for r in caplog.records if r.levelname == "WARNING"] == []
