@@ -573,28 +573,29 @@ def test_family_without_provider_is_a_native_503(
 
 
 @pytest.mark.parametrize("method", ["GET", "POST"])
-def test_unknown_route_has_the_familys_own_not_found_shape(
+def test_the_routers_own_404_has_the_familys_not_found_shape(
     router: RouterServer, http: httpx.Client, method: str
 ) -> None:
-    """OpenAI: invalid_request_error, code null, "Invalid URL (...)"; Anthropic: not_found_error.
+    """Where the router itself answers 404 under a family (paths below it go upstream):
+    OpenAI invalid_request_error, code null, "Invalid URL (...)"; Anthropic not_found_error.
 
     ``model_not_found`` is only for an unknown model."""
-    response = http.request(method, router.url + "/openai/foo")
+    response = http.request(method, router.url + "/openai")
     assert response.status_code == 404
     assert response.json() == {
         "error": {
-            "message": f"Invalid URL ({method} /openai/foo)",
+            "message": f"Invalid URL ({method} /openai)",
             "type": "invalid_request_error",
             "param": None,
             "code": None,
         }
     }
-    response = http.request(method, router.url + "/anthropic/v1/foo")
+    response = http.request(method, router.url + "/anthropic")
     assert response.status_code == 404
     body = response.json()
     assert body["type"] == "error"
     assert body["error"]["type"] == "not_found_error"
-    assert f"{method} /anthropic/v1/foo" in body["error"]["message"]
+    assert f"{method} /anthropic" in body["error"]["message"]
 
 
 def test_unknown_model_keeps_model_not_found(
