@@ -906,7 +906,7 @@ def test_every_request_gets_one_access_line(
         ("GET", "/docs", "al-docs", 200),
         ("GET", "/openapi.json", "al-openapi", 200),
         ("GET", "/no/such/route", "al-404", 404),
-        ("GET", "/openai/chat/completions", "al-405", 405),
+        ("POST", "/", "al-405", 405),
         ("POST", OPENAI, "al-chat", 200),
         ("GET", "/health", "al-health", 200),
         ("GET", "/metrics", "al-metrics", 200),
