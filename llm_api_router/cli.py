@@ -21,6 +21,7 @@ from fastapi import FastAPI
 
 from llm_api_router._version import __version__
 from llm_api_router.config import DEFAULT_CONFIG_PATH, RouterConfig
+from llm_api_router.demo import run_demo
 from llm_api_router.errors import ConfigError
 from llm_api_router.logs import Redactor, install_redaction, logging_config
 from llm_api_router.serve import serve
@@ -31,7 +32,9 @@ __all__ = [
     "DEFAULT_PORT",
     "EXIT_CONFIG_ERROR",
     "EXIT_OK",
+    "ENVIRONMENT_HELP",
     "app_from_environment",
+    "config_file",
     "load_config",
     "main",
 ]
@@ -46,22 +49,44 @@ CONFIG_ENV = "LLM_ROUTER_CONFIG"
 logger = logging.getLogger("llm_api_router.cli")
 
 
+ENVIRONMENT_HELP = """\
+environment variables:
+  OPENAI_API_KEY, OPENAI_BASE_URL        without a config file: the openai provider
+  ANTHROPIC_API_KEY, ANTHROPIC_BASE_URL  without a config file: the anthropic provider
+  LLM_ROUTER_API_KEYS                    router keys clients must send (comma-separated),
+                                         added to the config's auth.api_keys
+  ${VAR} in the config file              any variable, replaced when the config is loaded
+"""
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="llm-api-router",
         description="OpenAI and Anthropic endpoints with priority routing and automatic fallback.",
+        epilog=ENVIRONMENT_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(
         "--host", default=DEFAULT_HOST, help=f"bind address (default {DEFAULT_HOST})"
     )
     parser.add_argument(
-        "--port", type=int, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT})"
+        "--port",
+        type=_port,
+        default=DEFAULT_PORT,
+        help=f"port (default {DEFAULT_PORT}; 0 picks a free one)",
     )
     parser.add_argument(
         "--config",
         default=None,
-        help=f"JSON config file (default ./{DEFAULT_CONFIG_PATH}; without one, providers come "
-        "from OPENAI_API_KEY / ANTHROPIC_API_KEY)",
+        help=f"JSON config file, relative to the working directory (default "
+        f"./{DEFAULT_CONFIG_PATH}; without one, providers come from OPENAI_API_KEY / "
+        "ANTHROPIC_API_KEY)",
+    )
+    parser.add_argument(
+        "--demo",
+        action="store_true",
+        help="try it without API keys: the router in front of a built-in fake upstream whose "
+        "primary providers are rate limited; prints what to try",
     )
     parser.add_argument("--reload", action="store_true", help="restart on code changes (dev)")
     parser.add_argument(
@@ -92,12 +117,25 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def config_file(path: str | None) -> Path | None:
+    """The absolute path of the config file to read, or None to build it from the environment.
+
+    A relative ``path`` (and the default ./llm_router_config.json) means the working directory,
+    as in a shell; errors then name the absolute path that was tried.
+    """
+    if path is not None:
+        return Path(path).absolute()
+    default = Path(DEFAULT_CONFIG_PATH).absolute()
+    return default if default.exists() else None
+
+
 def load_config(path: str | None, environ: dict[str, str] | None = None) -> RouterConfig:
     """The config at ``path``; without a path, ./llm_router_config.json or the environment."""
     env = dict(os.environ) if environ is None else environ
-    if path is None and not Path(DEFAULT_CONFIG_PATH).exists():
+    file = config_file(path)
+    if file is None:
         return RouterConfig.from_env(env)
-    return RouterConfig.from_file(path or DEFAULT_CONFIG_PATH, environ=env)
+    return RouterConfig.from_file(file, environ=env)
 
 
 def app_from_environment() -> FastAPI:
@@ -106,13 +144,22 @@ def app_from_environment() -> FastAPI:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    log_config = logging_config(args.log_format, args.log_level)
+    if args.demo:
+        if args.config is not None or args.reload or args.workers != 1:
+            parser.error(
+                "--demo runs its own config in one process: no --config/--reload/--workers"
+            )
+        run_demo(args.host, args.port, args.log_level, log_config)
+        return EXIT_OK
     try:
-        config = load_config(args.config)
+        file = config_file(args.config)
+        config = load_config(None if file is None else str(file))
     except ConfigError as exc:
         print(f"llm-api-router: invalid configuration: {exc}", file=sys.stderr)
         return EXIT_CONFIG_ERROR
-    log_config = logging_config(args.log_format, args.log_level)
     logging.config.dictConfig(log_config)
     install_redaction(Redactor(config.secrets()))
     if not config.auth.api_keys and not _is_loopback(args.host):
@@ -121,18 +168,21 @@ def main(argv: Sequence[str] | None = None) -> int:
             "your provider credit. Set auth.api_keys in the config or LLM_ROUTER_API_KEYS.",
             args.host,
         )
-    if args.config is not None:
-        os.environ[CONFIG_ENV] = str(Path(args.config).resolve())
-    source = args.config or (DEFAULT_CONFIG_PATH if Path(DEFAULT_CONFIG_PATH).exists() else None)
-    config_path = None if source is None else str(Path(source).resolve())
+    # Server processes (workers, the reloader's child) load exactly the file validated here.
+    if file is not None:
+        os.environ[CONFIG_ENV] = str(file)
+    else:
+        os.environ.pop(CONFIG_ENV, None)
     one_process = not args.reload and args.workers == 1
     serve(
         create_app(config) if one_process else "llm_api_router.cli:app_from_environment",
         config.settings,
-        config_path=config_path,
+        config_path=None if file is None else str(file),
         watch_config=args.watch_config,
         workers=args.workers,
         reload=args.reload,
+        # The package, not the working directory (which may be anywhere).
+        reload_dirs=[str(Path(__file__).resolve().parent)] if args.reload else None,
         host=args.host,
         port=args.port,
         log_level=args.log_level,
@@ -141,6 +191,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         loop="uvloop" if importlib.util.find_spec("uvloop") else "asyncio",
     )
     return EXIT_OK
+
+
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
+    if not 0 <= value <= 65535:  # 0: any free port
+        raise argparse.ArgumentTypeError(f"a port is a number from 0 to 65535, not {value}")
+    return value
 
 
 def _positive_int(text: str) -> int:

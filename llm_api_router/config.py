@@ -26,6 +26,7 @@ from typing import Annotated, Any, Literal, Self
 
 from pydantic import (
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     SecretStr,
@@ -98,8 +99,11 @@ DEFAULT_MAX_CONNECTIONS = 1000
 DEFAULT_SHUTDOWN_TIMEOUT = 30.0
 
 _ENV_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
-_STRICT = ConfigDict(frozen=True, extra="forbid", str_strip_whitespace=True)
+_STRICT = ConfigDict(frozen=True, extra="forbid", str_strip_whitespace=True, strict=True)
 
+# Strict: a number given as a string ("priority": "1") is an error, not silently coerced.
+# JSON has lists, not tuples: a list is accepted where the model keeps a tuple.
+_LIST_AS_TUPLE = BeforeValidator(lambda value: tuple(value) if isinstance(value, list) else value)
 PositiveSeconds = Annotated[float, Field(gt=0, allow_inf_nan=False)]
 NonNegativeSeconds = Annotated[float, Field(ge=0, allow_inf_nan=False)]
 
@@ -174,7 +178,7 @@ class AuthConfig(BaseModel):
 
     model_config = _STRICT
 
-    api_keys: tuple[SecretStr, ...] = ()
+    api_keys: Annotated[tuple[SecretStr, ...], _LIST_AS_TUPLE] = ()
 
     @field_validator("api_keys")
     @classmethod
@@ -214,8 +218,8 @@ class RouterConfig(BaseModel):
 
     model_config = _STRICT
 
-    openai: tuple[ProviderConfig, ...] = ()
-    anthropic: tuple[ProviderConfig, ...] = ()
+    openai: Annotated[tuple[ProviderConfig, ...], _LIST_AS_TUPLE] = ()
+    anthropic: Annotated[tuple[ProviderConfig, ...], _LIST_AS_TUPLE] = ()
     auth: AuthConfig = AuthConfig()
     settings: Settings = Settings()
 
@@ -362,7 +366,7 @@ def _substitute(value: Any, env: Mapping[str, str], source: str, where: str) -> 
 
 def _config_error(source: str, exc: ValidationError) -> ConfigError:
     """The first validation problem, as 'field: problem' (never echoing a secret value)."""
-    error = exc.errors(include_url=False, include_input=False)[0]
+    error = exc.errors(include_url=False)[0]
     location = "".join(
         f"[{part}]" if isinstance(part, int) else f".{part}" for part in error["loc"]
     ).lstrip(".")
@@ -375,9 +379,27 @@ def _config_error(source: str, exc: ValidationError) -> ConfigError:
         message = message.removeprefix("Value error, ")
     else:
         message = message.replace("Input should be", "must be")
+        if error["type"].endswith("_type"):  # strict: say what was given (never its value)
+            message += f", not {_json_type(error.get('input'))}"
     if not location and ": " in message:
         location, message = message.split(": ", 1)
     more = exc.error_count() - 1
     if more:
         message += f" (and {more} more problem{'s' if more > 1 else ''})"
     return ConfigError(source, location or None, message)
+
+
+def _json_type(value: Any) -> str:
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if value is None:
+        return "null"
+    if isinstance(value, list | tuple):
+        return "a list"
+    if isinstance(value, Mapping):
+        return "an object"
+    return type(value).__name__

@@ -1,23 +1,34 @@
 """Logging: JSON or text lines on stderr, with every secret redacted by one mechanism.
 
-:class:`Redactor` knows the configured secrets (provider and router keys) plus the shapes
-of credentials in general (``Bearer ...``, ``sk-...``).  :class:`RedactingFilter` applies
-it to every record a handler emits (message, arguments, traceback), so no code path has
-to remember to scrub anything.
+:class:`Redactor` knows the configured secrets (provider and router keys, matched by the
+rule of :mod:`llm_api_router.redaction`) plus the shapes of credentials in general
+(``Bearer ...``, ``sk-...``).  :class:`RedactingFilter` applies it to every record a
+handler emits (message, arguments, traceback), so no code path has to remember to scrub
+anything.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import queue
 import re
+import sys
+import threading
 import time
 from collections.abc import Iterable
-from typing import Any, Literal
+from typing import Any, Literal, TextIO
 
 import orjson
 
+from llm_api_router.redaction import REDACTED, secret_pattern
+
 __all__ = [
     "ACCESS_LOGGER",
+    "DEFAULT_LOG_QUEUE_SIZE",
+    "FLUSH_TIMEOUT",
+    "TEXT_FIELD_LIMIT",
+    "BackgroundStreamHandler",
     "REDACTED",
     "JsonFormatter",
     "LogFormat",
@@ -29,7 +40,6 @@ __all__ = [
 ]
 
 LogFormat = Literal["json", "text"]
-REDACTED = "[REDACTED]"
 ACCESS_LOGGER = "llm_api_router.access"
 
 #: Loggers whose handlers get the redacting filter.
@@ -51,17 +61,28 @@ _RECORD_FIELDS = frozenset(vars(logging.makeLogRecord({}))) | {
 
 
 class Redactor:
-    """Replaces every secret (longest first) and credential-shaped token with [REDACTED]."""
+    """Replaces every configured secret (by :func:`~llm_api_router.redaction.secret_pattern`'s
+    rule: long ones anywhere, short ones as whole tokens) and every credential-shaped token
+    with [REDACTED]."""
 
-    __slots__ = ("_pattern",)
+    __slots__ = ("_bytes", "_pattern")
 
     def __init__(self, secrets: Iterable[str]) -> None:
-        exact = sorted({s for s in secrets if s}, key=len, reverse=True)
-        alternatives = [re.escape(s) for s in exact] + list(_GENERIC)
+        configured = secret_pattern(secrets)
+        alternatives = ([configured] if configured else []) + list(_GENERIC)
         self._pattern = re.compile("|".join(alternatives))
+        self._bytes = re.compile("|".join(alternatives).encode("utf-8", "surrogatepass"))
 
     def __call__(self, text: str) -> str:
         return self._pattern.sub(REDACTED, text)
+
+    def scrub_bytes(self, data: bytes) -> bytes:
+        """``data`` with secrets and credential shapes replaced, as :meth:`__call__` does text.
+
+        To scrub what the router relays from upstreams (model output may quote ``sk-...``
+        examples), use :class:`~llm_api_router.redaction.SecretRedactor`: configured keys only.
+        """
+        return self._bytes.sub(REDACTED.encode(), data)
 
     def scrub(self, value: Any) -> Any:
         """Redact strings inside a JSON-like value."""
@@ -134,22 +155,152 @@ class JsonFormatter(logging.Formatter):
 
 
 class TextFormatter(logging.Formatter):
-    """``time level logger: message key=value ...`` for people reading a terminal."""
+    """``time level logger: message key=value ...`` for people reading a terminal.
+
+    One record is one line, whatever it carries: control characters (CR, LF, ANSI escapes,
+    Unicode line separators and bidi overrides) are shown escaped, so a client's model name
+    can neither forge a log line nor drive the terminal; each field is cut at
+    :data:`TEXT_FIELD_LIMIT` characters.  A traceback follows on indented lines.
+    """
 
     def __init__(self) -> None:
         super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s")
 
     def format(self, record: logging.LogRecord) -> str:
-        line = super().format(record)
+        record.message = record.getMessage()
+        record.asctime = self.formatTime(record, self.datefmt)
+        line = f"{record.asctime} {record.levelname} {record.name}: {_clean(record.message)}"
         extra = _extra(record)
         if extra:
-            pairs = " ".join(
-                f"{k}={v if isinstance(v, str | int | float) else orjson.dumps(v).decode()}"
-                for k, v in extra.items()
-            )
-            first, newline, rest = line.partition("\n")
-            line = f"{first} {pairs}{newline}{rest}"
+            line += " " + " ".join(f"{_clean(k)}={_text_value(v)}" for k, v in extra.items())
+        if record.exc_info and not record.exc_text:
+            record.exc_text = self.formatException(record.exc_info)
+        for block in (record.exc_text, record.stack_info):
+            if block:
+                line += "".join(f"\n  {_clean(part)}" for part in block.splitlines())
         return line
+
+
+#: Characters longer than this in one text-format field are cut.
+TEXT_FIELD_LIMIT = 2048
+
+# C0 and C1 controls, DEL, Unicode line / paragraph separators, bidi embeddings and isolates.
+_UNSAFE = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+_NAMED_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+_BARE_VALUE = re.compile(r"[^\s\"'=\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]*")
+
+
+def _escape_char(match: re.Match[str]) -> str:
+    char = match.group()
+    return _NAMED_ESCAPES.get(char) or (
+        f"\\x{ord(char):02x}" if ord(char) < 0x100 else f"\\u{ord(char):04x}"
+    )
+
+
+def _clean(text: str) -> str:
+    """``text`` on one line, control characters escaped, at most TEXT_FIELD_LIMIT long."""
+    if len(text) > TEXT_FIELD_LIMIT:
+        text = f"{text[:TEXT_FIELD_LIMIT]}...[{len(text) - TEXT_FIELD_LIMIT} more characters]"
+    return _UNSAFE.sub(_escape_char, text)
+
+
+def _text_value(value: Any) -> str:
+    """A ``key=value`` value: bare when unambiguous, else JSON-quoted; always cleaned."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return str(value)
+    if isinstance(value, str) and value and _BARE_VALUE.fullmatch(value):
+        return _clean(value)
+    text = value if isinstance(value, str) else orjson.dumps(value, default=str).decode()
+    if len(text) > TEXT_FIELD_LIMIT:
+        text = f"{text[:TEXT_FIELD_LIMIT]}...[{len(text) - TEXT_FIELD_LIMIT} more characters]"
+    return _clean(orjson.dumps(text).decode() if isinstance(value, str) else text)
+
+
+#: Records waiting for the writer thread; past this many, new records are dropped (counted).
+DEFAULT_LOG_QUEUE_SIZE = 10_000
+#: Seconds a flush or close waits for the writer (a blocked stream must not hold the exit).
+FLUSH_TIMEOUT = 2.0
+
+
+class BackgroundStreamHandler(logging.Handler):
+    """Writes records to a stream (stderr) from its own thread, never from the caller's.
+
+    Logging from the event loop only puts the record on a bounded queue.  A slow or blocked
+    stream (a full pipe that nobody reads) then blocks only the writer thread: requests and
+    ``/health`` go on, and records past ``capacity`` are dropped and counted
+    (:attr:`dropped`); a line reports the count once the stream moves again.  Formatting
+    happens in the writer thread; filters (redaction) run in the caller's, before queueing.
+    :meth:`flush` and :meth:`close` wait at most :data:`FLUSH_TIMEOUT` seconds.
+    """
+
+    def __init__(
+        self, stream: TextIO | None = None, capacity: int = DEFAULT_LOG_QUEUE_SIZE
+    ) -> None:
+        super().__init__()
+        self.stream: TextIO = stream if stream is not None else sys.stderr
+        self.dropped = 0
+        self._reported = 0
+        self._queue: queue.Queue[logging.LogRecord | None] = queue.Queue(capacity)
+        self._writer = threading.Thread(
+            target=self._write_all, name="llm-router-log-writer", daemon=True
+        )
+        self._writer.start()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        # Called with this handler's lock held (Handler.handle), so the count is exact.
+        try:
+            self._queue.put_nowait(record)
+        except queue.Full:
+            self.dropped += 1
+
+    def flush(self) -> None:
+        """Wait (at most FLUSH_TIMEOUT) until every queued record has been written."""
+        pending = self._queue
+        if not self._writer.is_alive():
+            return
+        with pending.all_tasks_done:
+            pending.all_tasks_done.wait_for(lambda: not pending.unfinished_tasks, FLUSH_TIMEOUT)
+
+    def close(self) -> None:
+        """Write what is queued (within FLUSH_TIMEOUT), then stop the writer thread."""
+        if self._writer.is_alive():
+            with contextlib.suppress(queue.Full):
+                self._queue.put(None, timeout=FLUSH_TIMEOUT)
+            self._writer.join(FLUSH_TIMEOUT)
+        super().close()
+
+    def _write_all(self) -> None:
+        while True:
+            record = self._queue.get()
+            try:
+                if record is None:
+                    return
+                self._write(record)
+            finally:
+                self._queue.task_done()
+
+    def _write(self, record: logging.LogRecord) -> None:
+        try:
+            text = self.format(record) + "\n"
+            dropped = self.dropped
+            if dropped > self._reported:
+                notice = logging.makeLogRecord(
+                    {
+                        "name": __name__,
+                        "levelno": logging.WARNING,
+                        "levelname": "WARNING",
+                        "msg": "%d log records dropped: the log stream was not read fast enough",
+                        "args": (dropped - self._reported,),
+                        "log_records_dropped": dropped - self._reported,
+                    }
+                )
+                text += self.format(notice) + "\n"
+                self._reported = dropped
+            self.stream.write(text)
+            if self._queue.empty():
+                self.stream.flush()
+        except Exception:
+            self.handleError(record)
 
 
 def logging_config(log_format: LogFormat, level: str) -> dict[str, Any]:
@@ -162,7 +313,7 @@ def logging_config(log_format: LogFormat, level: str) -> dict[str, Any]:
         "formatters": {"router": {"()": f"{formatter.__module__}.{formatter.__qualname__}"}},
         "handlers": {
             "stderr": {
-                "class": "logging.StreamHandler",
+                "class": f"{__name__}.BackgroundStreamHandler",
                 "formatter": "router",
                 "stream": "ext://sys.stderr",
             }

@@ -2,67 +2,48 @@
 
 Upstreams echo credentials: proxies and self-hosted servers quote a bad ``Authorization``
 header in their error bodies, and the same text can come inside a stream.  Every answer the
-router relays passes through a :class:`SecretScrubber` first.
-
-The rule that never shows a key and never mangles unrelated text: a long key (a real
-secret) is replaced wherever it appears; a short one (``"test"``, ``"x"``: local servers)
-only where it stands as a whole token, i.e. not inside a longer run of key characters
-(``latest-test-model`` keeps its text).
+router relays passes through a :class:`SecretScrubber` first.  Which text is a key is the
+one rule of :mod:`llm_api_router.redaction` (long keys anywhere, short ones as whole
+tokens); this module adds what a relay needs: a cheap test that skips the rule for the
+usual chunk that holds no key, and a key split across two reads still being found.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable
+
+from llm_api_router.redaction import MIN_SUBSTRING_LENGTH, REDACTED, SecretRedactor
 
 __all__ = ["MASK", "SecretScrubber", "StreamScrubber"]
 
-MASK = b"[REDACTED]"
-#: Keys at least this long are replaced anywhere; shorter ones only as whole tokens.
-LONG_KEY = 16
-_KEY_CHARS = rb"A-Za-z0-9_\-.~+/="
+MASK = REDACTED.encode()
+#: Bytes of context kept before a seam: the token rule may look two bytes back.
+_SEAM = 2
 
 
 class SecretScrubber:
     """Replaces the given secrets in bytes; one instance serves the whole app."""
 
-    __slots__ = ("_keys", "_long", "_short")
+    __slots__ = ("_keys", "_redactor")
 
     def __init__(self, secrets: Iterable[str]) -> None:
-        keys = sorted({s.encode() for s in secrets if s}, key=len, reverse=True)
-        self._keys = tuple(keys)
-        self._long = tuple(k for k in keys if len(k) >= LONG_KEY)
-        short = [k for k in keys if len(k) < LONG_KEY]
-        self._short = (
-            re.compile(
-                rb"(?<!["
-                + _KEY_CHARS
-                + rb"])(?:"
-                + b"|".join(re.escape(k) for k in short)
-                + rb")(?!["
-                + _KEY_CHARS
-                + rb"])"
-            )
-            if short
-            else None
-        )
+        unique = {s for s in secrets if s}
+        self._keys = tuple(sorted((s.encode() for s in unique), key=len, reverse=True))
+        self._redactor = SecretRedactor(unique)
 
     def __bool__(self) -> bool:
         return bool(self._keys)
 
     def scrub(self, data: bytes) -> bytes:
         """``data`` with every secret replaced by ``[REDACTED]``."""
-        for key in self._long:
-            if key in data:
-                data = data.replace(key, MASK)
-        if self._short is not None:
-            data = self._short.sub(MASK, data)
+        for key in self._keys:
+            if key in data:  # a plain search first: most chunks hold no key at all
+                return self._redactor.scrub_bytes(data)
         return data
 
     def scrub_text(self, text: str) -> str:
         """The same for a header value or other text."""
-        scrubbed = self.scrub(text.encode("utf-8", "surrogateescape"))
-        return scrubbed.decode("utf-8", "surrogateescape")
+        return self._redactor(text) if self._keys else text
 
     def held_suffix(self, data: bytes) -> int:
         """How many trailing bytes could be the start of a secret split across reads."""
@@ -70,7 +51,7 @@ class SecretScrubber:
         tail_start = max(0, len(data) - len(self._keys[0])) if self._keys else len(data)
         for key in self._keys:
             first = key[:1]
-            limit = len(key) if len(key) < LONG_KEY else len(key) - 1
+            limit = len(key) if len(key) < MIN_SUBSTRING_LENGTH else len(key) - 1
             pos = data.find(first, max(tail_start, len(data) - limit))
             while pos != -1:
                 size = len(data) - pos
@@ -96,7 +77,7 @@ class StreamScrubber:
     def __init__(self, scrubber: SecretScrubber) -> None:
         self._scrubber = scrubber
         self._held = b""
-        self._prev = b""  # the last byte sent: tells a token boundary at the seam
+        self._prev = b""  # the last bytes sent: tell a token boundary at the seam
 
     def feed(self, chunk: bytes) -> bytes:
         data = self._held + chunk if self._held else chunk
@@ -112,5 +93,5 @@ class StreamScrubber:
         if not data:
             return data
         prev = self._prev
-        self._prev = data[-1:]
+        self._prev = (prev + data)[-_SEAM:]
         return self._scrubber.scrub(prev + data)[len(prev) :]

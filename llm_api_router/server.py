@@ -24,10 +24,12 @@ from starlette.responses import Response
 from starlette.types import Message, Receive, Scope, Send
 
 from llm_api_router._version import __version__
+from llm_api_router.accesslog import AccessLogMiddleware
 from llm_api_router.auth import RouterKeys
 from llm_api_router.catalog import ModelCatalog
 from llm_api_router.config import FAMILIES, Family, ProviderConfig, RouterConfig
 from llm_api_router.dispatch import Dispatcher
+from llm_api_router.docs import add_offline_docs
 from llm_api_router.endpoint import FamilyEndpoint
 from llm_api_router.families import ApiFamily, family_for
 from llm_api_router.health import ProviderHealth
@@ -37,7 +39,7 @@ from llm_api_router.scrub import SecretScrubber
 from llm_api_router.streaming import OpenStreams
 from llm_api_router.upstream import AiohttpTransport, Transport
 
-__all__ = ["ROUTES", "RouterApp", "create_app"]
+__all__ = ["NO_PROVIDERS", "ROUTES", "RouterApp", "create_app"]
 
 logger = logging.getLogger("llm_api_router.server")
 
@@ -48,6 +50,11 @@ ROUTES: Mapping[Family, tuple[str, ...]] = {
     "openai": ("/openai/chat/completions", "/openai/v1/chat/completions"),
     "anthropic": ("/anthropic/chat/completions", "/anthropic/v1/messages"),
 }
+NO_PROVIDERS = (
+    "No provider is configured, so every API request is answered 503. Create "
+    "llm_router_config.json in the working directory (see llm_router_config.example.json), "
+    "pass --config PATH, or set OPENAI_API_KEY and/or ANTHROPIC_API_KEY."
+)
 _FAMILY_PREFIXES: tuple[tuple[str, Family], ...] = tuple((f"/{name}/", name) for name in FAMILIES)
 
 
@@ -199,12 +206,16 @@ def create_app(
         lifespan=lifespan,
         # A redirect would be built from the client's Host header (an open-redirect shape).
         redirect_slashes=False,
+        docs_url=None,  # served offline by add_offline_docs, not from a CDN
+        redoc_url=None,
     )
     app.open_streams = streams
+    add_offline_docs(app)
     _add_info_routes(app, monotonic)
     for name in FAMILIES:
         _add_chat_routes(app, family_for(name))
     _add_error_handlers(app)
+    app.add_middleware(AccessLogMiddleware)  # chat requests are logged by their endpoint
     return app
 
 
@@ -267,6 +278,8 @@ def _log_startup(config: RouterConfig) -> None:
             extra={"family": name, "providers": [[p.name, p.priority] for p in providers]},
         )
     logger.info("router keys: %s", "required" if config.auth.api_keys else "not configured (open)")
+    if not any(config.providers(name) for name in FAMILIES):
+        logger.warning(NO_PROVIDERS)
 
 
 # -- chat routes ---------------------------------------------------------------------------
@@ -312,7 +325,7 @@ def _request_schema(family: ApiFamily) -> dict[str, Any]:
         "stream": {"type": "boolean", "default": False},
     }
     if family.name == "anthropic":
-        properties["model"]["example"] = "claude-sonnet-4-5"
+        properties["model"]["example"] = "claude-sonnet-5-5"
         properties["max_tokens"] = {"type": "integer", "minimum": 1}
     else:
         properties["stream_options"] = {"type": "object"}
@@ -378,6 +391,15 @@ def _add_info_routes(app: FastAPI, clock: Clock) -> None:
                     }
                 )
             providers[name] = rows
+        if not any(providers.values()):
+            # Still 200: the process is alive, and a restart (what a failing liveness probe
+            # brings) cannot fix a config; the status and message say what is wrong.
+            return {
+                "status": "no_providers",
+                "message": NO_PROVIDERS,
+                "version": __version__,
+                "providers": providers,
+            }
         return {"status": "ok", "version": __version__, "providers": providers}
 
 
@@ -404,7 +426,10 @@ def _add_error_handlers(app: FastAPI) -> None:
         headers = dict(exc.headers or {})
         if family is None:
             return JSONResponse({"detail": message}, status_code=exc.status_code, headers=headers)
-        body = family.error_body(exc.status_code, message)
+        if exc.status_code == 404:
+            body = _route_not_found(family, request.method, request.url.path)
+        else:
+            body = family.error_body(exc.status_code, message)
         return Response(
             body, status_code=exc.status_code, headers=headers, media_type="application/json"
         )
@@ -418,3 +443,11 @@ def _add_error_handlers(app: FastAPI) -> None:
 
     app.add_exception_handler(StarletteHTTPException, http_error)
     app.add_exception_handler(Exception, unexpected)
+
+
+def _route_not_found(family: ApiFamily, method: str, path: str) -> bytes:
+    """The family's own answer to an unknown URL (``model_not_found`` is for models only):
+    OpenAI's ``invalid_request_error`` with a null code, Anthropic's ``not_found_error``."""
+    if family.name == "openai":
+        return family.error_body(404, f"Invalid URL ({method} {path})")
+    return family.error_body(404, f"Not Found: {method} {path} is not a route of this router.")

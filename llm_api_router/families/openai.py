@@ -34,7 +34,7 @@ _ERROR_KINDS: Mapping[int, tuple[str, str | None]] = {
     400: ("invalid_request_error", None),
     401: ("invalid_request_error", "invalid_api_key"),
     403: ("invalid_request_error", "forbidden"),
-    404: ("invalid_request_error", "model_not_found"),
+    404: ("invalid_request_error", None),  # an unknown model passes its own code
     405: ("invalid_request_error", "method_not_allowed"),
     413: ("invalid_request_error", "request_too_large"),
     415: ("invalid_request_error", "unsupported_content_type"),

@@ -21,6 +21,7 @@ import openai
 import pytest
 
 from llm_api_router.fake_upstream import FakeUpstreamThread
+from tests.conftest import StartRouter
 from tests.routerserver import RouterServer
 
 MAX_BODY = 1000
@@ -569,3 +570,44 @@ def test_family_without_provider_is_a_native_503(
         path = next(p for f, p in ROUTES if f == configured)
         assert http.post(router.url + path, json=good_body(configured)).status_code == 200
     assert [r.provider for r in fake.requests()] == ["p"]
+
+
+@pytest.mark.parametrize("method", ["GET", "POST"])
+def test_the_routers_own_404_has_the_familys_not_found_shape(
+    router: RouterServer, http: httpx.Client, method: str
+) -> None:
+    """Where the router itself answers 404 under a family (paths below it go upstream):
+    OpenAI invalid_request_error, code null, "Invalid URL (...)"; Anthropic not_found_error.
+
+    ``model_not_found`` is only for an unknown model."""
+    response = http.request(method, router.url + "/openai")
+    assert response.status_code == 404
+    assert response.json() == {
+        "error": {
+            "message": f"Invalid URL ({method} /openai)",
+            "type": "invalid_request_error",
+            "param": None,
+            "code": None,
+        }
+    }
+    response = http.request(method, router.url + "/anthropic")
+    assert response.status_code == 404
+    body = response.json()
+    assert body["type"] == "error"
+    assert body["error"]["type"] == "not_found_error"
+    assert f"{method} /anthropic" in body["error"]["message"]
+
+
+def test_unknown_model_keeps_model_not_found(
+    fake: FakeUpstreamThread,
+    start_router: StartRouter,
+    provider: Callable[..., dict[str, Any]],
+    http: httpx.Client,
+) -> None:
+    router = start_router({"openai": [provider("a", models=["m1"])]})
+    response = http.post(
+        router.url + "/openai/chat/completions",
+        json={"model": "other", "messages": [{"role": "user", "content": "hi"}]},
+    )
+    assert response.status_code == 404
+    assert response.json()["error"]["code"] == "model_not_found"

@@ -326,6 +326,15 @@ def test_no_config_and_no_env_keys_starts_and_answers_503(tmp_path: Path) -> Non
                 router.url + "/anthropic/v1/messages",
                 json={"model": "claude-x", "max_tokens": 5, "messages": MESSAGES},
             )
+            health = http.get(router.url + "/health")
+        stderr = router.stderr()
+    # Said at start-up, with the fix, and in /health (still 200: the process is alive).
+    (warning,) = warning_lines(stderr)
+    assert "no provider is configured" in warning.lower()
+    assert "--config" in warning and "OPENAI_API_KEY" in warning
+    assert health.status_code == 200
+    assert health.json()["status"] == "no_providers"
+    assert "OPENAI_API_KEY" in health.json()["message"]
     assert openai_response.status_code == 503
     error = openai_response.json()["error"]
     assert set(error) >= {"message", "type", "param", "code"}
@@ -408,7 +417,8 @@ def test_public_bind_without_router_keys_warns(tmp_path: Path) -> None:
 
 def test_public_bind_with_router_keys_does_not_warn(tmp_path: Path) -> None:
     port = free_port("0.0.0.0")
-    env = clean_env(tmp_path, LLM_ROUTER_API_KEYS="router-key-1")
+    # A provider (never called), so that no "no provider" warning is due either.
+    env = clean_env(tmp_path, LLM_ROUTER_API_KEYS="router-key-1", OPENAI_API_KEY="sk-test-unused")
     with run_router(
         ["--host", "0.0.0.0"], cwd=tmp_path, env=env, logs=tmp_path / "logs", port=port
     ) as router:

@@ -885,3 +885,46 @@ def test_health_agrees_with_metrics(
             value(samples, "llm_router_provider_recent_failures", family=family, provider=name)
             == row["recent_failures"]
         )
+
+
+# =============================================================================================
+# Access log of the routes that are not chat
+# =============================================================================================
+
+
+def test_every_request_gets_one_access_line(
+    fake: FakeUpstreamThread,
+    start_router: StartRouter,
+    provider: Provider,
+    http: httpx.Client,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.DEBUG, ACCESS)
+    router = start_router(two_by_two(provider))
+    sent = [
+        ("GET", "/", "al-root", 200),
+        ("GET", "/docs", "al-docs", 200),
+        ("GET", "/openapi.json", "al-openapi", 200),
+        ("GET", "/no/such/route", "al-404", 404),
+        ("POST", "/", "al-405", 405),
+        ("POST", OPENAI, "al-chat", 200),
+        ("GET", "/health", "al-health", 200),
+        ("GET", "/metrics", "al-metrics", 200),
+    ]
+    for method, path, request_id, status in sent:
+        body = OPENAI_BODY if method == "POST" else None
+        response = http.request(
+            method, router.url + path, json=body, headers={"x-request-id": request_id}
+        )
+        assert response.status_code == status, path
+
+    def records() -> list[logging.LogRecord]:
+        return [r for r in caplog.records if r.name == ACCESS]
+
+    for method, path, request_id, status in sent:
+        record = one_record(records, request_id)
+        assert record.status == status
+        if path != OPENAI:
+            assert record.getMessage() == f"{method} {path} -> {status}"
+        expected = logging.DEBUG if path in ("/health", "/metrics") else logging.INFO
+        assert record.levelno == expected, path

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import re
 import ssl
 from collections.abc import Iterator
 from pathlib import Path
@@ -184,6 +185,27 @@ def test_docs_is_html(router: RouterServer, http: httpx.Client) -> None:
     assert "openapi.json" in response.text
 
 
+@pytest.mark.parametrize("page", ["/docs", "/redoc"])
+def test_docs_pages_load_every_asset_from_the_router(
+    router: RouterServer, http: httpx.Client, page: str
+) -> None:
+    """Offline, a page that needs a CDN is blank: every script, style and icon is local."""
+    html = http.get(router.url + page).text
+    urls = re.findall(r"""(?:src|href)\s*[=:]\s*["']([^"']+)["']""", html)
+    urls += re.findall(r"""url:\s*'([^']+)'""", html)
+    assets = [u for u in urls if u.endswith((".js", ".css", ".png"))]
+    assert assets, html
+    for url in urls:
+        assert not url.startswith(("http:", "https:", "//")), url
+    for url in assets:
+        response = http.get(router.url + url)
+        assert response.status_code == 200, url
+        assert len(response.content) > 1000, url
+    if page == "/docs":
+        assert any(u.endswith("swagger-ui-bundle.js") for u in assets)
+        assert http.get(router.url + "/docs/oauth2-redirect").status_code == 200
+
+
 def _resolve(spec: dict[str, Any], schema: dict[str, Any]) -> dict[str, Any]:
     while "$ref" in schema:
         target: Any = spec
@@ -330,3 +352,27 @@ def test_router_config_from_file_with_env_substitution(
     (request,) = fake.requests("filep")
     assert request.headers["authorization"] == "Bearer sk-test-from-env-secret"
     assert "sk-test-from-env-secret" not in health
+
+
+def test_no_provider_at_all_is_said_at_start_up_and_in_health(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level("WARNING", "llm_api_router.server")
+    with TestClient(create_app(RouterConfig())) as client:
+        health = client.get("/health")
+    assert health.status_code == 200  # liveness: a restart would not fix a config
+    body = health.json()
+    assert body["status"] == "no_providers"
+    assert "OPENAI_API_KEY" in body["message"] and "--config" in body["message"]
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert warnings == [body["message"]]
+
+
+def test_one_provider_is_enough_for_ok(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level("WARNING", "llm_api_router.server")
+    config = RouterConfig.from_dict({"anthropic": [{"api_key": "k"}]}, environ={})
+    with TestClient(create_app(config)) as client:
+        body = client.get("/health").json()
+    assert body["status"] == "ok"
+    assert "message" not in body
+    assert [r for r in caplog.records if r.levelname == "WARNING"] == []

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -178,3 +180,134 @@ def test_version_and_help(capsys: pytest.CaptureFixture[str]) -> None:
             cli.main([flag])
         assert caught.value.code == 0
     assert "--config" in capsys.readouterr().out
+
+
+# -- paths, ports, strict numbers, the environment in --help, --demo ------------------------
+
+
+def test_relative_config_means_the_working_directory_and_errors_name_the_absolute_path(
+    served: list[dict[str, Any]], in_tmp: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (in_tmp / "sub").mkdir()
+    write(in_tmp / "sub" / "my.json", {"openai": [{"api_key": "k", "name": "mine"}]})
+    assert cli.main(["--config", "sub/my.json"]) == cli.EXIT_OK
+    assert os.environ[cli.CONFIG_ENV] == str(in_tmp / "sub" / "my.json")
+    assert cli.main(["--config", "sub/missing.json"]) == cli.EXIT_CONFIG_ERROR
+    err = capsys.readouterr().err
+    assert f"{in_tmp / 'sub' / 'missing.json'}: file not found" in err
+
+
+def test_the_default_config_is_passed_to_server_processes_as_an_absolute_path(
+    served: list[dict[str, Any]], in_tmp: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    write(in_tmp / "llm_router_config.json", {"openai": [{"api_key": "k", "name": "default"}]})
+    assert cli.main([]) == cli.EXIT_OK
+    assert os.environ[cli.CONFIG_ENV] == str(in_tmp / "llm_router_config.json")
+    # Without a file, a stale LLM_ROUTER_CONFIG must not make workers read another config.
+    (in_tmp / "llm_router_config.json").unlink()
+    assert cli.main([]) == cli.EXIT_OK
+    assert cli.CONFIG_ENV not in os.environ
+
+
+def test_reload_watches_the_package_not_the_working_directory(
+    served: list[dict[str, Any]], in_tmp: Path
+) -> None:
+    assert cli.main(["--reload"]) == cli.EXIT_OK
+    assert served[-1]["reload_dirs"] == [str(Path(cli.__file__).resolve().parent)]
+
+
+@pytest.mark.parametrize("port", ["99999", "65536", "-1", "eighty"])
+def test_a_bad_port_is_rejected_clearly(
+    served: list[dict[str, Any]], capsys: pytest.CaptureFixture[str], port: str
+) -> None:
+    with pytest.raises(SystemExit) as caught:
+        cli.main(["--port", port])
+    assert caught.value.code == 2
+    assert "argument --port" in capsys.readouterr().err
+    assert served == []
+
+
+def test_port_bounds_are_accepted(served: list[dict[str, Any]], in_tmp: Path) -> None:
+    assert cli.main(["--port", "65535"]) == cli.EXIT_OK
+    assert cli.main(["--port", "0"]) == cli.EXIT_OK  # any free port
+    assert [call["port"] for call in served] == [65535, 0]
+
+
+@pytest.mark.parametrize(
+    ("provider", "field"),
+    [
+        ({"priority": "1"}, "priority"),
+        ({"timeout": "30"}, "timeout"),
+        ({"max_retries": True}, "max_retries"),
+    ],
+)
+def test_numbers_given_as_strings_are_one_line_config_errors(
+    served: list[dict[str, Any]],
+    in_tmp: Path,
+    capsys: pytest.CaptureFixture[str],
+    provider: dict[str, Any],
+    field: str,
+) -> None:
+    write(in_tmp / "c.json", {"openai": [{"api_key": "sk-do-not-echo", **provider}]})
+    assert cli.main(["--config", "c.json"]) == cli.EXIT_CONFIG_ERROR
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert f"openai[0].{field}: must be a valid" in line
+    assert "sk-do-not-echo" not in line
+    assert served == []
+
+
+def test_help_names_the_environment_variables(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        cli.main(["--help"])
+    out = capsys.readouterr().out
+    for name in (
+        "OPENAI_API_KEY",
+        "OPENAI_BASE_URL",
+        "ANTHROPIC_API_KEY",
+        "ANTHROPIC_BASE_URL",
+        "LLM_ROUTER_API_KEYS",
+        "--demo",
+    ):
+        assert name in out
+
+
+def test_help_names_every_variable_the_code_reads() -> None:
+    """A new os.environ / env.get in the package must be documented in --help."""
+    package = Path(cli.__file__).resolve().parent
+    read: set[str] = set()
+    for source in package.rglob("*.py"):
+        if source.name == "fake_upstream.py":
+            continue  # a test tool, not the router
+        text = source.read_text()
+        read |= set(re.findall(r"""env(?:iron)?\.get\(\s*f?["']([A-Z_{}a-z]+)["']""", text))
+        read |= set(re.findall(r"""environ\[\s*["']([A-Z_]+)["']""", text))
+    expanded = set()
+    for name in read:
+        if "{prefix}" in name:
+            expanded |= {name.replace("{prefix}", p) for p in ("OPENAI", "ANTHROPIC")}
+        else:
+            expanded.add(name)
+    internal = {cli.CONFIG_ENV}  # passed from the CLI to its own server processes
+    assert expanded - internal, "the scan found nothing: it is broken"
+    missing = sorted(n for n in expanded - internal if n not in cli.ENVIRONMENT_HELP)
+    assert missing == []
+
+
+def test_demo_refuses_options_it_cannot_honour(
+    served: list[dict[str, Any]],
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    ran: list[tuple[Any, ...]] = []
+    monkeypatch.setattr(cli, "run_demo", lambda *args: ran.append(args))
+    for extra in (["--config", "x.json"], ["--reload"], ["--workers", "2"]):
+        with pytest.raises(SystemExit) as caught:
+            cli.main(["--demo", *extra])
+        assert caught.value.code == 2
+        assert "--demo" in capsys.readouterr().err
+    assert ran == []
+    assert cli.main(["--demo", "--port", "8123", "--host", "127.0.0.2"]) == cli.EXIT_OK
+    ((host, port, level, log_config),) = ran
+    assert (host, port, level) == ("127.0.0.2", 8123, "info")
+    assert "handlers" in log_config
+    assert served == []

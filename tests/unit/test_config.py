@@ -265,3 +265,34 @@ def test_config_is_frozen() -> None:
     config = RouterConfig.from_dict({"openai": [{"api_key": "k"}]})
     with pytest.raises(ValueError, match="frozen"):
         config.openai[0].priority = 5  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(
+    ("data", "where", "given"),
+    [
+        ({"openai": [{"api_key": "k", "priority": "1"}]}, "openai[0].priority", "a string"),
+        ({"openai": [{"api_key": "k", "timeout": "30"}]}, "openai[0].timeout", "a string"),
+        ({"openai": [{"api_key": "k", "priority": True}]}, "openai[0].priority", "a boolean"),
+        ({"openai": [{"api_key": "k", "max_retries": 2.5}]}, "openai[0].max_retries", "a number"),
+        ({"settings": {"max_body_bytes": "1024"}}, "settings.max_body_bytes", "a string"),
+        ({"anthropic": [{"api_key": 123}]}, "anthropic[0].api_key", "a number"),
+    ],
+)
+def test_values_of_the_wrong_type_are_not_coerced(
+    data: dict[str, Any], where: str, given: str
+) -> None:
+    with pytest.raises(ConfigError) as caught:
+        RouterConfig.from_dict(data, environ={})
+    assert f"{where}: must be a valid" in str(caught.value)
+    assert str(caught.value).endswith(f"not {given}")
+
+
+def test_strictness_keeps_lists_ints_for_floats_and_tuples_working() -> None:
+    from_json = RouterConfig.from_dict(
+        {"openai": [{"api_key": "k", "timeout": 5}], "auth": {"api_keys": ["r"]}}, environ={}
+    )
+    from_python = RouterConfig.from_dict(
+        {"openai": [{"api_key": "k", "timeout": 5.0}], "auth": {"api_keys": ("r",)}}, environ={}
+    )
+    assert from_json == from_python
+    assert from_json.openai[0].timeout == 5.0

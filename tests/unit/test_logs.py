@@ -346,7 +346,7 @@ def test_text_formatter_extras_stay_on_the_first_line_with_a_traceback() -> None
     text = TextFormatter().format(record)
     first, _, rest = text.partition("\n")
     assert first.endswith("x: failed family=openai")
-    assert rest.startswith("Traceback")
+    assert rest.startswith("  Traceback")
     assert "RuntimeError: bad" in rest
 
 

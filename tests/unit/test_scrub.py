@@ -43,3 +43,10 @@ def test_held_bytes_that_were_no_key_come_out_on_flush() -> None:
 def test_no_secrets_means_nothing_to_do() -> None:
     assert not SecretScrubber([])
     assert SecretScrubber([]).scrub(b"anything") == b"anything"
+
+
+def test_a_short_key_ending_a_sentence_or_in_a_query_is_scrubbed() -> None:
+    scrubber = SecretScrubber(["test"])
+    assert scrubber.scrub(b"Invalid API key: test.") == b"Invalid API key: [REDACTED]."
+    assert scrubber.scrub(b"GET /v1?key=test&x=1") == b"GET /v1?key=[REDACTED]&x=1"
+    assert scrubber.scrub(b"test.example.com") == b"test.example.com"
