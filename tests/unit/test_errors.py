@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import inspect
 
 import aiohttp
@@ -11,6 +12,7 @@ from llm_api_router.errors import (
     AllProvidersFailed,
     AttemptRecord,
     ConfigError,
+    LocalResourceError,
     UpstreamConnectError,
     UpstreamDisconnected,
     UpstreamTimeout,
@@ -91,3 +93,20 @@ def test_config_error_format() -> None:
         str(ConfigError("c.json", "openai[0].timeout", "bad")) == "c.json: openai[0].timeout: bad"
     )
     assert str(ConfigError("c.json", None, "file not found")) == "c.json: file not found"
+
+
+@pytest.mark.parametrize("code", [errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM])
+def test_running_out_of_local_resources_is_the_routers_own_error(code: int) -> None:
+    for exc in (OSError(code, "no"), _connector_error(code)):
+        mapped = map_client_error(exc)
+        assert isinstance(mapped, LocalResourceError), exc
+        assert mapped.kind == "local_resource_exhausted"
+
+
+def test_a_refused_connection_is_still_the_providers() -> None:
+    assert type(map_client_error(_connector_error(errno.ECONNREFUSED))) is UpstreamConnectError
+
+
+def _connector_error(code: int) -> aiohttp.ClientConnectorError:
+    key = aiohttp.client_reqrep.ConnectionKey("h", 80, False, True, None, None, None)
+    return aiohttp.ClientConnectorError(key, OSError(code, "no"))
