@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
 from typing import Any
 
 import anthropic
@@ -27,17 +26,6 @@ from llm_api_router.fake_upstream import (
     rate_limited,
     response_failed,
 )
-
-
-@pytest.fixture(scope="module")
-def fake() -> Iterator[FakeUpstreamThread]:
-    with FakeUpstreamThread() as server:
-        yield server
-
-
-@pytest.fixture(autouse=True)
-def _reset(fake: FakeUpstreamThread) -> None:
-    fake.reset()
 
 
 def _openai(fake: FakeUpstreamThread, provider: str, **options: Any) -> openai.OpenAI:

@@ -17,17 +17,6 @@ from llm_api_router.fake_upstream import FakeUpstreamThread
 MESSAGES: list[Any] = [{"role": "user", "content": "one two three"}]
 
 
-@pytest.fixture(scope="module")
-def fake() -> Iterator[FakeUpstreamThread]:
-    with FakeUpstreamThread() as server:
-        yield server
-
-
-@pytest.fixture(autouse=True)
-def _reset(fake: FakeUpstreamThread) -> None:
-    fake.reset()
-
-
 @pytest.fixture
 def anth(fake: FakeUpstreamThread) -> Iterator[anthropic.Anthropic]:
     with anthropic.Anthropic(

@@ -17,17 +17,6 @@ import pytest
 from llm_api_router.fake_upstream import FakeUpstreamThread, Ok
 
 
-@pytest.fixture(scope="module")
-def fake() -> Iterator[FakeUpstreamThread]:
-    with FakeUpstreamThread() as server:
-        yield server
-
-
-@pytest.fixture(autouse=True)
-def _reset(fake: FakeUpstreamThread) -> None:
-    fake.reset()
-
-
 @pytest.fixture
 def oai(fake: FakeUpstreamThread) -> Iterator[openai.OpenAI]:
     with openai.OpenAI(base_url=fake.base_url("p1", "openai"), api_key="x", max_retries=0) as c:
