@@ -13,7 +13,9 @@ import ipaddress
 import logging
 import logging.config
 import os
+import shutil
 import sys
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -24,6 +26,7 @@ from llm_api_router.config import DEFAULT_CONFIG_PATH, RouterConfig
 from llm_api_router.demo import run_demo
 from llm_api_router.errors import ConfigError
 from llm_api_router.logs import Redactor, install_redaction, logging_config
+from llm_api_router.metrics import MULTIPROC_ENV
 from llm_api_router.serve import serve
 from llm_api_router.server import create_app
 
@@ -98,8 +101,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--workers",
         type=_positive_int,
         default=1,
-        help="worker processes, to use more cores (default 1); each keeps its own provider "
-        "health state",
+        help="worker processes, to use more cores (default 1); they share provider state "
+        "only through Redis (state.redis_url or LLM_ROUTER_REDIS_URL)",
     )
     parser.add_argument(
         "--log-level",
@@ -174,23 +177,42 @@ def main(argv: Sequence[str] | None = None) -> int:
     else:
         os.environ.pop(CONFIG_ENV, None)
     one_process = not args.reload and args.workers == 1
-    serve(
-        create_app(config) if one_process else "llm_api_router.cli:app_from_environment",
-        config.settings,
-        config_path=None if file is None else str(file),
-        watch_config=args.watch_config,
-        workers=args.workers,
-        reload=args.reload,
-        # The package, not the working directory (which may be anywhere).
-        reload_dirs=[str(Path(__file__).resolve().parent)] if args.reload else None,
-        host=args.host,
-        port=args.port,
-        log_level=args.log_level,
-        log_config=log_config,
-        access_log=False,
-        loop="uvloop" if importlib.util.find_spec("uvloop") else "asyncio",
-    )
+    workers = 1 if args.reload else args.workers
+    if workers > 1 and config.state.redis_url is None:
+        logger.warning(
+            "%d workers without shared state: each worker learns about provider failures "
+            "alone. Set state.redis_url in the config or LLM_ROUTER_REDIS_URL to share it.",
+            workers,
+        )
+    metrics_dir = _multiprocess_metrics() if workers > 1 else None
+    try:
+        serve(
+            create_app(config) if one_process else "llm_api_router.cli:app_from_environment",
+            config.settings,
+            config_path=None if file is None else str(file),
+            watch_config=args.watch_config,
+            workers=args.workers,
+            reload=args.reload,
+            # The package, not the working directory (which may be anywhere).
+            reload_dirs=[str(Path(__file__).resolve().parent)] if args.reload else None,
+            host=args.host,
+            port=args.port,
+            log_level=args.log_level,
+            log_config=log_config,
+            access_log=False,
+            loop="uvloop" if importlib.util.find_spec("uvloop") else "asyncio",
+        )
+    finally:
+        if metrics_dir is not None:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
     return EXIT_OK
+
+
+def _multiprocess_metrics() -> str:
+    """A fresh directory where every worker keeps its metrics, so /metrics counts them all."""
+    path = tempfile.mkdtemp(prefix="llm-router-metrics-")
+    os.environ[MULTIPROC_ENV] = path
+    return path
 
 
 def _port(text: str) -> int:

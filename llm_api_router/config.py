@@ -7,7 +7,8 @@ A config is a JSON object with one list of providers per API family, an optional
       "openai":    [{"name": "primary", "api_key": "${OPENAI_API_KEY}", "priority": 1}],
       "anthropic": [{"api_key": "sk-ant-...", "base_url": "https://api.anthropic.com"}],
       "auth":      {"api_keys": ["${ROUTER_KEY}"]},
-      "settings":  {"rate_limit_cooldown": 10}
+      "settings":  {"rate_limit_cooldown": 10},
+      "state":     {"redis_url": "${REDIS_URL}", "key_prefix": "llm-router:"}
     }
 
 Unknown keys are errors.  ``${VAR}`` in any string is replaced from the environment at
@@ -23,6 +24,7 @@ import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal, Self
+from urllib.parse import unquote, urlsplit
 
 from pydantic import (
     BaseModel,
@@ -52,7 +54,10 @@ __all__ = [
     "DEFAULT_MAX_COOLDOWN",
     "DEFAULT_MAX_HEADER_BYTES",
     "DEFAULT_MAX_URL_BYTES",
+    "DEFAULT_KEY_PREFIX",
     "DEFAULT_MAX_RETRIES",
+    "DEFAULT_OWNER_RECORDS_MAX",
+    "DEFAULT_OWNER_RECORDS_TTL",
     "DEFAULT_PRIORITY",
     "DEFAULT_RATE_LIMIT_COOLDOWN",
     "DEFAULT_RETRY_BACKOFF_BASE",
@@ -65,6 +70,7 @@ __all__ = [
     "ProviderConfig",
     "RouterConfig",
     "Settings",
+    "StateConfig",
 ]
 
 Family = Literal["openai", "anthropic"]
@@ -97,6 +103,11 @@ DEFAULT_BODY_TIMEOUT = 60.0
 DEFAULT_KEEPALIVE_TIMEOUT = 5.0
 DEFAULT_MAX_CONNECTIONS = 1000
 DEFAULT_SHUTDOWN_TIMEOUT = 30.0
+DEFAULT_OWNER_RECORDS_MAX = 100_000
+#: OpenAI keeps stored responses for 30 days.
+DEFAULT_OWNER_RECORDS_TTL = 30 * 24 * 3600.0
+DEFAULT_KEY_PREFIX = "llm-router:"
+REDIS_URL_ENV = "LLM_ROUTER_REDIS_URL"
 
 _ENV_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _STRICT = ConfigDict(frozen=True, extra="forbid", str_strip_whitespace=True, strict=True)
@@ -211,6 +222,30 @@ class Settings(BaseModel):
     keepalive_timeout: PositiveSeconds = DEFAULT_KEEPALIVE_TIMEOUT
     max_connections: Annotated[int, Field(ge=1)] = DEFAULT_MAX_CONNECTIONS
     shutdown_timeout: NonNegativeSeconds = DEFAULT_SHUTDOWN_TIMEOUT
+    owner_records_max: Annotated[int, Field(ge=1)] = DEFAULT_OWNER_RECORDS_MAX
+    owner_records_ttl: PositiveSeconds = DEFAULT_OWNER_RECORDS_TTL
+
+
+class StateConfig(BaseModel):
+    """Where provider state is shared between processes (SPEC section 11).
+
+    Without ``redis_url`` it stays in the process.  The URL may hold credentials
+    (``rediss://user:password@host:6380/0``): it is kept secret and never logged.
+    """
+
+    model_config = _STRICT
+
+    redis_url: SecretStr | None = None
+    key_prefix: Annotated[str, Field(min_length=1, max_length=64)] = DEFAULT_KEY_PREFIX
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_url(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None:
+            return None
+        if not re.match(r"^(rediss?://[^/\s]|unix://)", value.get_secret_value().strip()):
+            raise ValueError("must be a redis://, rediss:// or unix:// URL")
+        return SecretStr(value.get_secret_value().strip())
 
 
 class RouterConfig(BaseModel):
@@ -222,6 +257,7 @@ class RouterConfig(BaseModel):
     anthropic: Annotated[tuple[ProviderConfig, ...], _LIST_AS_TUPLE] = ()
     auth: AuthConfig = AuthConfig()
     settings: Settings = Settings()
+    state: StateConfig = StateConfig()
 
     @model_validator(mode="after")
     def _check_providers(self) -> Self:
@@ -247,6 +283,8 @@ class RouterConfig(BaseModel):
         """Every secret value in this config (provider and router keys), for redaction."""
         keys = [p.api_key.get_secret_value() for f in FAMILIES for p in self.providers(f)]
         keys.extend(k.get_secret_value() for k in self.auth.api_keys)
+        if self.state.redis_url is not None:
+            keys.extend(_url_credentials(self.state.redis_url.get_secret_value()))
         return tuple(k for k in keys if k)
 
     @classmethod
@@ -269,7 +307,7 @@ class RouterConfig(BaseModel):
             config = cls.model_validate(prepared)
         except ValidationError as exc:
             raise _config_error(source, exc) from None
-        return config.with_router_keys_from_env(env)
+        return config.with_router_keys_from_env(env).with_redis_from_env(env, source)
 
     @classmethod
     def from_file(
@@ -310,6 +348,22 @@ class RouterConfig(BaseModel):
                 data[family] = [provider]
         return cls.from_dict(data, source="environment", environ=env)
 
+    def with_redis_from_env(
+        self, environ: Mapping[str, str] | None = None, source: str = "environment"
+    ) -> RouterConfig:
+        """Share state through ``LLM_ROUTER_REDIS_URL`` when the config names no Redis."""
+        env = os.environ if environ is None else environ
+        url = env.get(REDIS_URL_ENV, "").strip()
+        if not url or self.state.redis_url is not None:
+            return self
+        try:
+            state = StateConfig(redis_url=SecretStr(url), key_prefix=self.state.key_prefix)
+        except ValidationError:
+            raise ConfigError(
+                source, REDIS_URL_ENV, "must be a redis://, rediss:// or unix:// URL"
+            ) from None
+        return self.model_copy(update={"state": state})
+
     def with_router_keys_from_env(self, environ: Mapping[str, str] | None = None) -> RouterConfig:
         """Add router keys from ``LLM_ROUTER_API_KEYS`` (comma-separated), if set."""
         env = os.environ if environ is None else environ
@@ -318,6 +372,12 @@ class RouterConfig(BaseModel):
             return self
         keys = (*self.auth.api_keys, *(SecretStr(k) for k in extra))
         return self.model_copy(update={"auth": AuthConfig(api_keys=keys)})
+
+
+def _url_credentials(url: str) -> list[str]:
+    """The password in a URL, for redaction."""
+    password = urlsplit(url).password
+    return [unquote(password)] if password else []
 
 
 def _prepare(data: Mapping[str, Any], env: Mapping[str, str], source: str) -> dict[str, Any]:

@@ -33,6 +33,7 @@ from llm_api_router.health import ProviderHealth
 from llm_api_router.routing import Action, Candidate, Effect, RoutingPolicy, Verdict
 from llm_api_router.scrub import SecretScrubber, StreamScrubber
 from llm_api_router.sse import SSEDecoder, SSEEvent, SSEEventTooLarge
+from llm_api_router.state import SharedState
 from llm_api_router.streaming import RawRelay, StreamOutcome, StreamRelay
 from llm_api_router.upstream import Transport, UpstreamResponse
 
@@ -87,6 +88,7 @@ class Dispatcher:
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         rng: random.Random | None = None,
         scrubber: SecretScrubber | None = None,
+        state: SharedState | None = None,
     ) -> None:
         self.family = family
         self._settings = settings
@@ -103,6 +105,8 @@ class Dispatcher:
                 ProviderHealth(
                     threshold=settings.circuit_breaker_threshold,
                     open_seconds=settings.circuit_breaker_cooldown,
+                    key=f"{family.name}/{provider.name}",
+                    state=state,
                 ),
             )
             for provider in providers

@@ -2,16 +2,22 @@
 
 Provider state is not tracked by hand: a collector reads every provider's health snapshot
 when /metrics is scraped, so it can never drift from what routing sees.
+
+Under ``--workers N`` the CLI sets ``PROMETHEUS_MULTIPROC_DIR`` (one directory per run):
+prometheus-client then keeps counters and histograms in files there, and /metrics adds up
+every worker's.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.metrics import MetricWrapperBase
+from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
 from llm_api_router.config import ProviderConfig
@@ -26,6 +32,22 @@ _LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120)
 _OVERHEAD_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1)
 
 ProviderTable = Callable[[], Iterable[tuple[str, ProviderConfig, ProviderHealth]]]
+
+#: Set by the CLI for ``--workers N``; prometheus-client reads it too.
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+
+class _SharedStateCollector(Collector):
+    def __init__(self, status: Callable[[], str]) -> None:
+        self._status = status
+
+    def collect(self) -> Iterator[Metric]:
+        yield GaugeMetricFamily(
+            "llm_router_shared_state_up",
+            "1 while provider state is shared through Redis and Redis answers; 0 when it is "
+            "unreachable or not configured",
+            value=1.0 if self._status() == "ok" else 0.0,
+        )
 
 
 class _ProviderStateCollector(Collector):
@@ -68,8 +90,15 @@ class _ProviderStateCollector(Collector):
 class RouterMetrics:
     """Every metric the router exports, registered in its own registry."""
 
-    def __init__(self, providers: ProviderTable, clock: Callable[[], float]) -> None:
+    def __init__(
+        self,
+        providers: ProviderTable,
+        clock: Callable[[], float],
+        *,
+        shared_state: Callable[[], str] = lambda: "off",
+    ) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
+        self._multiprocess_dir = os.environ.get(MULTIPROC_ENV) or None
         registry = self.registry
         self.requests = Counter(
             "llm_router_requests",
@@ -114,6 +143,7 @@ class RouterMetrics:
             "Client requests being served now",
             ["family"],
             registry=registry,
+            multiprocess_mode="livesum",
         )
         self.stream_outcomes = Counter(
             "llm_router_stream_outcomes",
@@ -122,7 +152,13 @@ class RouterMetrics:
             ["family", "provider", "outcome"],
             registry=registry,
         )
-        registry.register(_ProviderStateCollector(providers, clock))
+        # Provider state comes from this process's (shared, with Redis) view, not from files.
+        self._views: tuple[Collector, ...] = (
+            _ProviderStateCollector(providers, clock),
+            _SharedStateCollector(shared_state),
+        )
+        for view in self._views:
+            registry.register(view)
         # labels() costs microseconds per call; every label set is looked up once, then kept.
         self._children: dict[tuple[object, ...], Any] = {}
 
@@ -152,4 +188,10 @@ class RouterMetrics:
                     child(self.fallbacks, family, attempt.outcome).inc()
 
     def render(self) -> bytes:
-        return generate_latest(self.registry)
+        if self._multiprocess_dir is None:
+            return generate_latest(self.registry)
+        registry = CollectorRegistry()
+        MultiProcessCollector(registry, path=self._multiprocess_dir)  # type: ignore[no-untyped-call]
+        for view in self._views:
+            registry.register(view)
+        return generate_latest(registry)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -36,6 +37,7 @@ from llm_api_router.health import ProviderHealth
 from llm_api_router.logs import Redactor, install_redaction
 from llm_api_router.metrics import CONTENT_TYPE, RouterMetrics
 from llm_api_router.scrub import SecretScrubber
+from llm_api_router.state import SharedState, create_state
 from llm_api_router.streaming import OpenStreams
 from llm_api_router.upstream import AiohttpTransport, Transport
 
@@ -138,11 +140,13 @@ async def _guarded(endpoint: FamilyEndpoint, scope: Scope, receive: Receive, sen
 
 @dataclass(slots=True)
 class _Runtime:
-    """What the lifespan builds: per family a dispatcher and its endpoint; the metrics."""
+    """What the lifespan builds: per family a dispatcher and its endpoint; the metrics;
+    where provider state lives."""
 
     dispatchers: dict[Family, Dispatcher]
     endpoints: dict[Family, FamilyEndpoint]
     metrics: RouterMetrics
+    state: SharedState
 
 
 def create_app(
@@ -174,16 +178,18 @@ def create_app(
                 for provider, health in dispatcher.providers:
                     yield name, provider, health
 
-        metrics = RouterMetrics(provider_table, monotonic)
         async with AsyncExitStack() as stack:
             upstream: Transport = (
                 transport
                 if transport is not None
                 else await stack.enter_async_context(AiohttpTransport())
             )
+            # One state for the app's life: a reload keeps what it learned (and its Redis).
+            state = await stack.enter_async_context(create_state(config, monotonic))
+            metrics = RouterMetrics(provider_table, monotonic, shared_state=lambda: state.status)
 
             def reload(new_config: RouterConfig) -> None:
-                runtime = _build_runtime(new_config, upstream, monotonic, metrics, streams)
+                runtime = _build_runtime(new_config, upstream, monotonic, metrics, streams, state)
                 _carry_health(app.state.runtime, runtime)
                 # Requests still running on the old config may log its keys: redact both.
                 secrets.update(new_config.secrets())
@@ -191,7 +197,7 @@ def create_app(
                 app.state.runtime = runtime  # one assignment: each request reads it once
                 _log_startup(new_config)
 
-            app.state.runtime = _build_runtime(config, upstream, monotonic, metrics, streams)
+            app.state.runtime = _build_runtime(config, upstream, monotonic, metrics, streams, state)
             app.state.reloader = reload
             _log_startup(config)
             try:
@@ -225,6 +231,7 @@ def _build_runtime(
     clock: Clock,
     metrics: RouterMetrics,
     streams: OpenStreams,
+    state: SharedState,
 ) -> _Runtime:
     scrubber = SecretScrubber(config.secrets())
     dispatchers = {
@@ -235,6 +242,7 @@ def _build_runtime(
             transport,
             clock=clock,
             scrubber=scrubber,
+            state=state,
         )
         for name in FAMILIES
     }
@@ -251,7 +259,7 @@ def _build_runtime(
         )
         for name, dispatcher in dispatchers.items()
     }
-    return _Runtime(dispatchers, endpoints, metrics)
+    return _Runtime(dispatchers, endpoints, metrics, state)
 
 
 def _carry_health(old: _Runtime, new: _Runtime) -> None:
@@ -398,9 +406,17 @@ def _add_info_routes(app: FastAPI, clock: Clock) -> None:
                 "status": "no_providers",
                 "message": NO_PROVIDERS,
                 "version": __version__,
+                "shared_state": runtime.state.status,
+                "worker": os.getpid(),
                 "providers": providers,
             }
-        return {"status": "ok", "version": __version__, "providers": providers}
+        return {
+            "status": "ok",
+            "version": __version__,
+            "shared_state": runtime.state.status,
+            "worker": os.getpid(),
+            "providers": providers,
+        }
 
 
 # -- errors at the edge ----------------------------------------------------------------------
