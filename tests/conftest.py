@@ -1,4 +1,4 @@
-"""Shared fixtures: the fake upstream (one per session) and routers started per test."""
+"""Shared fixtures: the fake upstream and a real Redis (one per session), routers per test."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import httpx
 import pytest
 
 from llm_api_router.fake_upstream import FakeUpstreamThread
+from tests.redisserver import RedisServer
 from tests.routerserver import RouterServer
 
 StartRouter = Callable[[dict[str, Any]], RouterServer]
@@ -19,6 +20,16 @@ StartRouter = Callable[[dict[str, Any]], RouterServer]
 def fake_upstream() -> Iterator[FakeUpstreamThread]:
     with FakeUpstreamThread() as fake:
         yield fake
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """One redis-server for the session (tests isolate themselves by key prefix)."""
+    server = RedisServer(tmp_path_factory.mktemp("redis")).start()
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
 @pytest.fixture

@@ -133,6 +133,7 @@ class RedisState:
         self._announced = False
         self._dropping = False
         self._ready = asyncio.Event()
+        self._closing = False
         self._supervisor: asyncio.Task[None] | None = None
 
     # -- the request path: mirror reads, queued writes ------------------------------------
@@ -250,36 +251,38 @@ class RedisState:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        if self._supervisor is not None:
-            self._supervisor.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._supervisor
-            self._supervisor = None
+        self._closing = True
+        supervisor, self._supervisor = self._supervisor, None
+        # redis-py may turn a cancellation into a connection error: ask again until it ends.
+        while supervisor is not None and not supervisor.done():
+            supervisor.cancel()
+            await asyncio.wait({supervisor}, timeout=self._timeout)
 
     async def _supervise(self) -> None:
         """Connect, sync, run; on any Redis failure go degraded, back off, reconnect."""
         backoff = BACKOFF_FIRST
-        while True:
+        while not self._closing:
             client = self._client()
             pubsub = client.pubsub(ignore_subscribe_messages=True)
             try:
-                await asyncio.wait_for(pubsub.subscribe(self._keys.channel), self._timeout)
+                async with asyncio.timeout(self._timeout):
+                    await pubsub.subscribe(self._keys.channel)
                 scripts = _Scripts(client)
                 await self._resync(client, scripts, full=True)
                 self._set_ok()
                 backoff = BACKOFF_FIRST
                 await self._run(client, pubsub, scripts)
             except _REDIS_FAILURES as exc:
-                self._set_degraded(exc)
+                if not self._closing:
+                    self._set_degraded(exc)
             except Exception as exc:  # a bug must not end sharing for good
                 logger.exception("shared state: unexpected %s", type(exc).__name__)
                 self._set_degraded(exc)
             finally:
-                with contextlib.suppress(Exception):
-                    await pubsub.aclose()  # type: ignore[no-untyped-call]
-                with contextlib.suppress(Exception):
-                    await client.aclose()
+                await _close(pubsub, client)
             self._claiming.clear()
+            if self._closing:
+                return
             await asyncio.sleep(backoff * random.uniform(0.8, 1.2))
             backoff = min(backoff * 2, BACKOFF_MAX)
 
@@ -374,7 +377,8 @@ class RedisState:
         while True:
             write = self._carry or await self._queue.get()
             self._carry = write
-            await asyncio.wait_for(self._execute(scripts, write), self._timeout)
+            async with asyncio.timeout(self._timeout):
+                await self._execute(scripts, write)
             self._carry = None
 
     async def _execute(self, scripts: _Scripts, write: _Write) -> None:
@@ -438,7 +442,8 @@ class RedisState:
                 next_sync = clock() + self._resync_interval
                 next_ping = clock() + self._ping_interval
             elif now >= next_ping:
-                await asyncio.wait_for(client.ping(), self._timeout)
+                async with asyncio.timeout(self._timeout):
+                    await client.ping()
                 next_ping = clock() + self._ping_interval
 
     async def _resync(self, client: Redis, scripts: _Scripts, *, full: bool) -> None:
@@ -446,12 +451,10 @@ class RedisState:
         the circuits and load the owner records and sessions too)."""
         keys = self._keys
         before = self._clock()
-        result: list[Any] = await asyncio.wait_for(
-            scripts.snapshot(
+        async with asyncio.timeout(self._timeout):
+            result: list[Any] = await scripts.snapshot(
                 keys=[keys.cooldowns, keys.circuits, keys.seq], args=[keys.probe_prefix]
-            ),
-            self._timeout,
-        )
+            )
         after = self._clock()
         now_ms, seq, cooldowns, circuits = result
         self._offset = int(now_ms) / 1000 - (before + after) / 2
@@ -497,7 +500,8 @@ class RedisState:
             for name in names:
                 pipe.get(name)
                 pipe.pttl(name)
-            answers = await asyncio.wait_for(pipe.execute(), self._timeout)
+            async with asyncio.timeout(self._timeout):
+                answers = await pipe.execute()
         now = self._clock()
         for index, name in enumerate(names):
             value, ttl = answers[2 * index], answers[2 * index + 1]
@@ -511,6 +515,20 @@ class RedisState:
 
     def _ms_left(self, local_deadline: float) -> int:
         return int((local_deadline - self._clock()) * 1000)
+
+
+async def _close(pubsub: PubSub, client: Redis) -> None:
+    """Close both, even when cancelled half-way (the cancellation is passed on after)."""
+    cancelled = False
+    for close in (pubsub.aclose, client.aclose):
+        try:
+            await close()
+        except asyncio.CancelledError:
+            cancelled = True
+        except Exception:  # noqa: S110 - the connection is gone either way
+            pass
+    if cancelled:
+        raise asyncio.CancelledError
 
 
 _CIRCUIT_OPS = frozenset({"open", "close", "claim", "extend", "release"})
