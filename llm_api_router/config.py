@@ -134,6 +134,12 @@ class ProviderConfig(BaseModel):
     models: tuple[str, ...] | dict[str, str] | None = None
     organization: str | None = None
     project: str | None = None
+    #: The upstream account (OpenAI organization or project, Anthropic workspace) this key
+    #: belongs to: it owns the objects created through the key and shares its limits
+    #: (SPEC section 10).  Default: the provider's own name.
+    account: (
+        Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")] | None
+    ) = None
 
     @field_validator("api_key")
     @classmethod
@@ -171,6 +177,11 @@ class ProviderConfig(BaseModel):
                 raise ValueError("must map client model names to non-empty upstream names")
             return value
         raise ValueError("must be a list of model names or a mapping of client to upstream names")
+
+    @property
+    def account_name(self) -> str:
+        """The account this provider's key belongs to (its own name unless configured)."""
+        return self.account or self.name
 
     def upstream_model(self, model: str) -> str | None:
         """The name to send upstream for the client's ``model``, or None if not served."""
@@ -224,6 +235,8 @@ class Settings(BaseModel):
     shutdown_timeout: NonNegativeSeconds = DEFAULT_SHUTDOWN_TIMEOUT
     owner_records_max: Annotated[int, Field(ge=1)] = DEFAULT_OWNER_RECORDS_MAX
     owner_records_ttl: PositiveSeconds = DEFAULT_OWNER_RECORDS_TTL
+    #: Keep a conversation on the provider that served its last turn (among equals).
+    session_affinity: bool = True
 
 
 class StateConfig(BaseModel):

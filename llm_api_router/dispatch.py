@@ -15,9 +15,12 @@ import random
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
+from llm_api_router.accounts import Accounts
 from llm_api_router.config import ProviderConfig, Settings
 from llm_api_router.errors import (
+    AccountUnavailable,
     AllProvidersFailed,
     AttemptRecord,
     ClientRequestError,
@@ -27,13 +30,21 @@ from llm_api_router.errors import (
     UpstreamTimeout,
     UpstreamTransportError,
 )
-from llm_api_router.families import ApiFamily, ChatRequest, Fallback, StreamTracker
+from llm_api_router.families import ApiFamily, ChatRequest, Fallback, LimitClass, StreamTracker
 from llm_api_router.headers import pass_back_headers
-from llm_api_router.health import ProviderHealth
-from llm_api_router.routing import Action, Candidate, Effect, RoutingPolicy, Verdict
+from llm_api_router.health import HealthSnapshot, ProviderHealth
+from llm_api_router.routing import (
+    Action,
+    Candidate,
+    Effect,
+    RoutingPolicy,
+    ScopeLimits,
+    Verdict,
+    ready_at,
+)
 from llm_api_router.scrub import SecretScrubber, StreamScrubber
 from llm_api_router.sse import SSEDecoder, SSEEvent, SSEEventTooLarge
-from llm_api_router.state import SharedState
+from llm_api_router.state import LocalState, SharedState
 from llm_api_router.streaming import RawRelay, StreamOutcome, StreamRelay
 from llm_api_router.upstream import Transport, UpstreamResponse
 
@@ -42,6 +53,7 @@ __all__ = ["MAX_PREAMBLE_BYTES", "Dispatcher", "Reply", "StreamReply"]
 logger = logging.getLogger("llm_api_router.dispatch")
 
 _STREAM_OK = Verdict(Action.RETURN, "ok", Effect.SUCCESS)
+_NOT_FOUND_OUTCOME = "not_found"
 _EMPTY_STREAM = Verdict(Action.RETRY, "empty_stream", Effect.FAILURE)
 #: Bytes of output-free events (SPEC 9's preamble) held back before the commit, at most.
 MAX_PREAMBLE_BYTES = 64 * 1024
@@ -60,6 +72,8 @@ class Reply:
     body: bytes
     provider: str
     attempts: list[AttemptRecord]
+    #: Why the request was kept on one account or provider ("owner:<account>", "session").
+    pinned: str | None = None
 
 
 @dataclass(slots=True)
@@ -71,6 +85,26 @@ class StreamReply:
     provider: str
     attempts: list[AttemptRecord]
     relay: StreamRelay | RawRelay = field(repr=False)
+    pinned: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class _Call:
+    """How one request is routed: its plan and what its attempts are judged by."""
+
+    plan: list[Candidate]
+    providers: tuple[tuple[ProviderConfig, ProviderHealth], ...]
+    model: str | None
+    mode: Fallback
+    limit: LimitClass
+    limits: ScopeLimits
+    #: Some provider of the plan was available when it was made.
+    open: bool
+    references: list[str]
+    owns: bool
+    pinned: str | None
+    session: str | None
+    preferred: str | None
 
 
 class Dispatcher:
@@ -99,6 +133,9 @@ class Dispatcher:
         self._rng = rng or random.Random()
         self._policy = RoutingPolicy(family, settings)
         self._rotation = 0
+        # One state for every provider of the family (an in-process one in unit tests).
+        state = state if state is not None else LocalState(clock=clock)
+        self._accounts = Accounts(family, state)
         self.providers: tuple[tuple[ProviderConfig, ProviderHealth], ...] = tuple(
             (
                 provider,
@@ -137,29 +174,15 @@ class Dispatcher:
                 f"list of the config file, or set {prefix}_API_KEY.",
                 "no_provider",
             )
-        operation = request.operation or self._chat
-        mode = operation.fallback(request.method)
-        model = request.model if operation.generation else None
-        self._rotation += 1
-        providers = (
-            self.providers
-            if eligible is None
-            else tuple(entry for entry in self.providers if eligible(entry[0]))
-        )
-        plan = self._policy.plan(providers, model, self._clock(), self._rotation)
-        if not plan:
-            raise NoProviderError(
-                404,
-                f"The model '{request.model}' is not served by any configured "
-                f"{family.name} provider.",
-                "model_not_found",
-            )
+        call = self._route(request, client_headers, eligible)
         path = request.path or family.chat_path
         attempts: list[AttemptRecord] = []
-        only_rate_limits = True
+        only_rate_limits, rate_limited = True, False
         not_found: Reply | None = None
-        for candidate in plan:
+        for candidate in call.plan:
             health = candidate.health
+            if call.open and ready_at(candidate, call.limits) > self._clock():
+                continue  # a sibling key of its account was just rate limited for this
             if not health.begin_attempt(self._clock()):
                 continue  # another request is probing this provider's circuit
             provider = candidate.provider
@@ -173,7 +196,7 @@ class Dispatcher:
                 started = self._clock()
                 try:
                     verdict, answer = await self._attempt(
-                        candidate, url, headers, body, request, mode
+                        candidate, url, headers, body, request, call
                     )
                 except BaseException:
                     health.release()  # cancelled (client gone): no verdict on the provider
@@ -182,13 +205,15 @@ class Dispatcher:
                 attempts.append(
                     AttemptRecord(provider.name, verdict.outcome, status, self._clock() - started)
                 )
-                self._record(candidate, verdict)
+                self._record(candidate, verdict, call)
                 if verdict.action is Action.RETURN and answer is not None:
-                    answer.attempts = attempts
-                    return answer
-                only_rate_limits = only_rate_limits and verdict.rate_limited
-                if verdict.outcome == "not_found" and isinstance(answer, Reply):
-                    not_found = answer  # given back if no provider has it
+                    return self._answered(answer, attempts, candidate, call)
+                if verdict.outcome == _NOT_FOUND_OUTCOME:
+                    if isinstance(answer, Reply):
+                        not_found = answer  # given back if no account has it
+                else:
+                    only_rate_limits = only_rate_limits and verdict.rate_limited
+                    rate_limited = rate_limited or verdict.rate_limited
                 if verdict.action is Action.STOP:
                     raise AllProvidersFailed(attempts, None)
                 if (
@@ -199,13 +224,126 @@ class Dispatcher:
                     await self._sleep(self._policy.backoff(retry, self._rng))
                     continue
                 break
-        if not_found is not None and attempts[-1].outcome == "not_found":
+        if not_found is not None and not rate_limited:
             not_found.attempts = attempts
             return not_found
         retry_after = (
-            self._policy.retry_after(providers, model, self._clock()) if only_rate_limits else None
+            self._policy.retry_after(call.providers, call.model, self._clock(), call.limits)
+            if only_rate_limits
+            else None
         )
         raise AllProvidersFailed(attempts, retry_after)
+
+    def snapshots(self, now: float) -> list[tuple[ProviderConfig, HealthSnapshot]]:
+        """Each provider's state, a limit of its account counting as its cooldown."""
+        limited = self._accounts.limited_until(now)
+        return [
+            (provider, health.snapshot(now, limited.get(provider.account_name, 0.0)))
+            for provider, health in self.providers
+        ]
+
+    def cooldowns(self, now: float) -> list[dict[str, Any]]:
+        """The account limits cooling down now, with the time left (for /health)."""
+        return [
+            {
+                "scope": kind,
+                "account": account,
+                "model": model,
+                "limit_class": limit,
+                "seconds_left": round(until - now, 3),
+            }
+            for kind, account, model, limit, until in self._accounts.cooling(now)
+        ]
+
+    def _route(
+        self,
+        request: ChatRequest,
+        client_headers: Mapping[str, str],
+        eligible: Callable[[ProviderConfig], bool] | None,
+    ) -> _Call:
+        """Which providers may serve ``request``, in what order, and why (SPEC 4 and 10)."""
+        family, accounts = self.family, self._accounts
+        operation = request.operation or self._chat
+        model = request.model if operation.generation else None
+        providers = self.providers
+        if eligible is not None:
+            providers = tuple(entry for entry in providers if eligible(entry[0]))
+        references = (
+            accounts.references(request, request.path or family.chat_path)
+            if operation.refers
+            else []
+        )
+        owner = accounts.owner(references) if references else None
+        pinned: str | None = None
+        if owner is not None:
+            owned = tuple(entry for entry in providers if entry[0].account_name == owner)
+            if owned:  # else the account left the config: look for the object everywhere
+                providers, pinned = owned, f"owner:{owner}"
+        session = (
+            accounts.session(client_headers, request)
+            if self._settings.session_affinity and operation.generation
+            else None
+        )
+        preferred = accounts.preferred(session)
+        limits = accounts.limits(operation.limit_class)
+        now = self._clock()
+        self._rotation += 1
+        plan = self._policy.plan(
+            providers, model, now, self._rotation, limits=limits, prefer=preferred
+        )
+        if not plan:
+            raise NoProviderError(
+                404,
+                f"The model '{request.model}' is not served by any configured "
+                f"{family.name} provider.",
+                "model_not_found",
+            )
+        is_open = any(ready_at(c, limits) <= now and c.health.is_available(now) for c in plan)
+        if owner is not None and pinned is not None and not is_open:
+            rate_limited = any(limits(c) > now or c.health.ready_at() > now for c in plan)
+            retry_after = (
+                self._policy.retry_after(providers, model, now, limits) if rate_limited else None
+            )
+            raise AccountUnavailable(family.name, owner, retry_after)
+        if preferred is not None and plan[0].provider.name == preferred:
+            pinned = pinned or "session"
+        return _Call(
+            plan=plan,
+            providers=providers,
+            model=model,
+            mode=operation.fallback(request.method),
+            limit=operation.limit_class,
+            limits=limits,
+            open=is_open,
+            references=references,
+            owns=operation.owns,
+            pinned=pinned,
+            session=session,
+            preferred=preferred,
+        )
+
+    def _answered(
+        self,
+        answer: Reply | StreamReply,
+        attempts: list[AttemptRecord],
+        candidate: Candidate,
+        call: _Call,
+    ) -> Reply | StreamReply:
+        """Bookkeeping for the answer a client gets: owners, the session, the pin."""
+        answer.attempts = attempts
+        answer.pinned = call.pinned
+        account = candidate.provider.account_name
+        self._accounts.remember(call.session, candidate.provider.name, call.preferred)
+        if not 200 <= answer.status < 300:
+            return answer
+        if isinstance(answer, Reply):
+            if call.owns or call.references:
+                self._accounts.record(answer.body if call.owns else b"", call.references, account)
+        elif call.owns or call.references:
+            self._accounts.record(b"", call.references, account)
+            if call.owns and isinstance(answer.relay, StreamRelay):
+                answer.relay.on_final(lambda final: self._accounts.record(final, (), account))
+        return answer
 
     # -- one attempt ----------------------------------------------------------------------
 
@@ -216,11 +354,12 @@ class Dispatcher:
         headers: Mapping[str, str],
         body: bytes,
         request: ChatRequest,
-        mode: Fallback,
+        call: _Call,
     ) -> tuple[Verdict, Reply | StreamReply | None]:
         provider = candidate.provider
+        mode = call.mode
         if request.stream:
-            return await self._attempt_stream(candidate, url, headers, body, request)
+            return await self._attempt_stream(candidate, url, headers, body, request, call)
         try:
             response = self._scrubbed(
                 await self._transport.request(
@@ -243,7 +382,12 @@ class Dispatcher:
         finally:
             response.close()
         verdict = self._policy.classify_response(
-            response.status, response.headers, data, wall_now=self._wall_clock(), mode=mode
+            response.status,
+            response.headers,
+            data,
+            wall_now=self._wall_clock(),
+            mode=mode,
+            refers=bool(call.references),
         )
         if request.operation is not None and request.operation.rewrites_urls and request.origin:
             data = self._rewrite_urls(data, provider, request.origin)
@@ -263,6 +407,7 @@ class Dispatcher:
         headers: Mapping[str, str],
         body: bytes,
         request: ChatRequest,
+        call: _Call,
     ) -> tuple[Verdict, Reply | StreamReply | None]:
         """Send a streaming attempt; read up to its first event before deciding.
 
@@ -286,7 +431,11 @@ class Dispatcher:
                 if not 200 <= response.status < 300 or "json" in media:
                     data = await response.read()
                     verdict = self._policy.classify_response(
-                        response.status, response.headers, data, wall_now=self._wall_clock()
+                        response.status,
+                        response.headers,
+                        data,
+                        wall_now=self._wall_clock(),
+                        refers=bool(call.references),
                     )
                     headers_back = self._reply_headers(response.headers, "application/json")
                     return verdict, Reply(response.status, headers_back, data, provider.name, [])
@@ -355,7 +504,7 @@ class Dispatcher:
 
     # -- bookkeeping ----------------------------------------------------------------------
 
-    def _record(self, candidate: Candidate, verdict: Verdict) -> None:
+    def _record(self, candidate: Candidate, verdict: Verdict, call: _Call) -> None:
         health, now = candidate.health, self._clock()
         effect = verdict.effect
         if effect is Effect.SUCCESS:
@@ -363,7 +512,13 @@ class Dispatcher:
         elif effect is Effect.FAILURE:
             health.record_failure(now, verdict.outcome)
         elif effect is Effect.COOLDOWN:
-            health.cool_down(now, verdict.cooldown, verdict.outcome)
+            # A rate limit cools down what it limits (the account's model and operation),
+            # missing credit the whole account; a rejected key only itself.
+            until = now + verdict.cooldown
+            if self._accounts.cool_down(candidate, call.limit, verdict.outcome, until):
+                health.answered(now, verdict.outcome)
+            else:
+                health.cool_down(now, verdict.cooldown, verdict.outcome)
         else:
             health.release()
         if verdict.outcome == LocalResourceError.kind:

@@ -27,6 +27,7 @@ from llm_api_router.catalog import ModelCatalog
 from llm_api_router.disconnect import ClientGone, unless_client_leaves
 from llm_api_router.dispatch import Dispatcher, Reply
 from llm_api_router.errors import (
+    AccountUnavailable,
     AllProvidersFailed,
     AttemptRecord,
     ClientRequestError,
@@ -71,6 +72,8 @@ class _Exchange:
     upstream_request_id: str | None = None
     overhead: float | None = None
     finished: bool = False
+    #: Why the request was kept on one account or provider ("owner:<account>", "session").
+    pinned: str | None = None
 
 
 class FamilyEndpoint:
@@ -189,6 +192,7 @@ class FamilyEndpoint:
             reply.status,
             reply.attempts,
         )
+        exchange.pinned = reply.pinned
         exchange.upstream_request_id = reply.headers.get("x-request-id") or reply.headers.get(
             "request-id"
         )
@@ -237,6 +241,14 @@ class FamilyEndpoint:
                 headers["retry-after"] = str(int(exc.retry_after))
             else:
                 status, code = 502, "all_providers_failed"
+        elif isinstance(exc, AccountUnavailable):
+            message = exc.message
+            exchange.pinned = f"owner:{exc.account}"
+            if exc.retry_after is not None:
+                status, code = 429, "account_rate_limited"
+                headers["retry-after"] = str(int(exc.retry_after))
+            else:
+                status, code = 503, "account_unavailable"
         else:
             status, message = 500, "The router failed to handle this request."
         exchange.status = status
@@ -254,6 +266,9 @@ class FamilyEndpoint:
         self._in_flight.dec()
         provider = exchange.provider or "none"
         metrics.observe_request(name, provider, exchange.status, exchange.operation)
+        if exchange.pinned is not None:
+            reason = exchange.pinned.split(":", 1)[0]
+            metrics.child(metrics.pinned, name, reason).inc()
         if exchange.attempts:
             metrics.observe_attempts(name, exchange.attempts)
         if exchange.overhead is not None:
@@ -282,6 +297,8 @@ class FamilyEndpoint:
                 for a in exchange.attempts
             ],
         }
+        if exchange.pinned is not None:
+            event["pinned"] = exchange.pinned
         if exchange.upstream_request_id:
             event["upstream_request_id"] = exchange.upstream_request_id
         if exchange.stream and first_byte is not None:

@@ -7,6 +7,7 @@
      +-- ClientRequestError       the client's request is unusable (rendered as a 4xx)
      +-- NoProviderError          no provider of the family serves the request (503 / 404)
      +-- AllProvidersFailed       every attempt failed (429 or 502, listing the attempts)
+     +-- AccountUnavailable       the owning account's providers are all unavailable (429/503)
      +-- UpstreamTransportError   one attempt got no usable HTTP answer
           +-- UpstreamTimeout         silent past ``timeout`` (connect or read)
           +-- UpstreamConnectError    could not connect (refused, DNS, TLS handshake)
@@ -26,6 +27,7 @@ from dataclasses import dataclass
 import aiohttp
 
 __all__ = [
+    "AccountUnavailable",
     "AllProvidersFailed",
     "AttemptRecord",
     "ClientRequestError",
@@ -111,6 +113,25 @@ class AllProvidersFailed(RouterError):
             message = f"All providers are rate limited ({listed})"
         else:
             message = f"All providers failed ({listed})"
+        super().__init__(message)
+        self.message = message
+
+
+class AccountUnavailable(RouterError):
+    """Every provider of the account that owns what a request refers to is unavailable.
+
+    No other account is asked: it would not find the object.  Rendered as 429 with
+    ``Retry-After`` when they are rate limited, else 503.
+    """
+
+    def __init__(self, family: str, account: str, retry_after: float | None) -> None:
+        self.account = account
+        self.retry_after = retry_after
+        why = "rate limited" if retry_after is not None else "unavailable"
+        message = (
+            f"Every {family} provider of account '{account}', which owns an object this "
+            f"request refers to, is {why}; no other account has it. Retry later."
+        )
         super().__init__(message)
         self.message = message
 

@@ -109,10 +109,11 @@ class ProviderHealth:
         self._probing = self._open_until() is not None
         return True
 
-    def snapshot(self, now: float) -> HealthSnapshot:
+    def snapshot(self, now: float, limited_until: float = 0.0) -> HealthSnapshot:
+        """The provider's state; ``limited_until``: when a limit of its account ends."""
         while self._recent and self._recent[0] < now - RECENT_WINDOW:
             self._recent.popleft()
-        cooldown_until = self._state.cooldown_until(self._key)
+        cooldown_until = max(self._state.cooldown_until(self._key), limited_until)
         open_until = self._open_until()
         if open_until is not None and now < open_until:
             state, left = ProviderState.CIRCUIT_OPEN, open_until - now
@@ -154,6 +155,12 @@ class ProviderHealth:
         """
         self._note(now, reason)
         self._state.extend_cooldown(self._key, now + seconds)
+        self._close()
+
+    def answered(self, now: float, reason: str) -> None:
+        """The provider answered, but with a limit of its account (cooled down elsewhere):
+        noted as a recent failure; a probe that gets this answer closes the circuit."""
+        self._note(now, reason)
         self._close()
 
     def release(self) -> None:

@@ -22,7 +22,7 @@ from prometheus_client.registry import Collector
 
 from llm_api_router.config import ProviderConfig
 from llm_api_router.errors import AttemptRecord
-from llm_api_router.health import ProviderHealth, ProviderState
+from llm_api_router.health import HealthSnapshot, ProviderState
 
 __all__ = ["CONTENT_TYPE", "RouterMetrics"]
 
@@ -31,7 +31,8 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 _LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120)
 _OVERHEAD_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1)
 
-ProviderTable = Callable[[], Iterable[tuple[str, ProviderConfig, ProviderHealth]]]
+#: (family, provider, its state) for every provider, at the given time.
+ProviderTable = Callable[[float], Iterable[tuple[str, ProviderConfig, HealthSnapshot]]]
 
 #: Set by the CLI for ``--workers N``; prometheus-client reads it too.
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
@@ -73,8 +74,7 @@ class _ProviderStateCollector(Collector):
             labels=["family", "provider"],
         )
         now = self._clock()
-        for family, provider, health in self._providers():
-            snapshot = health.snapshot(now)
+        for family, provider, snapshot in self._providers(now):
             for candidate in ProviderState:
                 state.add_metric(
                     [family, provider.name, candidate.value],
@@ -144,6 +144,13 @@ class RouterMetrics:
             ["family"],
             registry=registry,
             multiprocess_mode="livesum",
+        )
+        self.pinned = Counter(
+            "llm_router_pinned_requests",
+            "Requests kept on one account (it owns an object they refer to) or one provider "
+            "(their session's last), by reason",
+            ["family", "reason"],
+            registry=registry,
         )
         self.stream_outcomes = Counter(
             "llm_router_stream_outcomes",

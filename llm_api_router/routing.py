@@ -9,7 +9,7 @@ from __future__ import annotations
 import email.utils
 import math
 import random
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import Enum
 from itertools import groupby
@@ -32,8 +32,10 @@ __all__ = [
     "Candidate",
     "Effect",
     "RoutingPolicy",
+    "ScopeLimits",
     "Verdict",
     "parse_retry_after",
+    "ready_at",
 ]
 
 #: Default upper bound for any Retry-After we honour (``settings.max_cooldown``).
@@ -111,12 +113,17 @@ class RoutingPolicy:
         model: str | None,
         now: float,
         rotation: int,
+        *,
+        limits: ScopeLimits | None = None,
+        prefer: str | None = None,
     ) -> list[Candidate]:
         """The providers to try for ``model``, best first; empty if none serves it.
 
         ``model`` None (a request not routed by model): every provider, nothing renamed.
-        Cooling providers are skipped; if every one is cooling, the one that is ready
-        first is still tried.  Equal priorities rotate by ``rotation`` to share load.
+        Cooling providers are skipped (the provider itself, or ``limits`` for its account,
+        model and limit class); if every one is cooling, the one that is ready first is
+        still tried.  Equal priorities rotate by ``rotation`` to share load, except that
+        the provider named ``prefer`` (a session's last one) goes first among its equals.
         """
         if model is None:
             serving = [Candidate(provider, health, None) for provider, health in providers]
@@ -128,24 +135,33 @@ class RoutingPolicy:
             ]
         if not serving:
             return []
-        available = [c for c in serving if c.health.is_available(now)]
+        available = [
+            c for c in serving if ready_at(c, limits) <= now and c.health.is_available(now)
+        ]
         if not available:
-            return [min(serving, key=lambda c: c.health.ready_at())]
+            return [min(serving, key=lambda c: ready_at(c, limits))]
         available.sort(key=_priority)
         ordered: list[Candidate] = []
         for _, group in groupby(available, key=_priority):
             members = list(group)
             shift = rotation % len(members)
-            ordered.extend(members[shift:] + members[:shift])
+            members = members[shift:] + members[:shift]
+            if prefer is not None:
+                # A stable sort: the preferred one first, the rotation order otherwise kept.
+                members.sort(key=lambda c: c.provider.name != prefer)
+            ordered.extend(members)
         return ordered
 
     @staticmethod
     def retry_after(
-        providers: Sequence[tuple[ProviderConfig, ProviderHealth]], model: str | None, now: float
+        providers: Sequence[tuple[ProviderConfig, ProviderHealth]],
+        model: str | None,
+        now: float,
+        limits: ScopeLimits | None = None,
     ) -> float:
         """Seconds until the first provider serving ``model`` is ready again (>= 1)."""
         ready = [
-            h.ready_at()
+            ready_at(Candidate(p, h, model if model is None else p.upstream_model(model)), limits)
             for p, h in providers
             if model is None or p.upstream_model(model) is not None
         ]
@@ -167,6 +183,7 @@ class RoutingPolicy:
         *,
         wall_now: float,
         mode: Fallback = Fallback.FULL,
+        refers: bool = False,
     ) -> Verdict:
         """Judge a complete upstream answer (``body`` None: a stream's first event was fine).
 
@@ -179,13 +196,14 @@ class RoutingPolicy:
                 return _INVALID_BODY
             return _OK if mode is Fallback.FULL else _ANSWERED
         info = self._family.error_info(body) if body else None
+        if (refers or mode is not Fallback.FULL) and self._family.is_not_found(status, info):
+            # Not this account's object (or path): nothing was done, the next may have it.
+            return _NOT_FOUND
         verdict = self.classify_error(status, headers, info, wall_now=wall_now)
         if mode is Fallback.FULL:
             return verdict
         if verdict.effect is Effect.COOLDOWN:  # rate limited, overloaded, key or credit
             return verdict
-        if status == 404 and mode is Fallback.READ:
-            return _NOT_FOUND
         if mode is Fallback.READ and verdict.action is Action.RETRY:
             return verdict
         if status >= 500:
@@ -294,6 +312,16 @@ def _seconds(value: str) -> float | None:
     if not math.isfinite(seconds) or seconds < 0:
         return None
     return seconds
+
+
+#: When a candidate's account, model and limit class may next be tried (0: now).
+ScopeLimits = Callable[[Candidate], float]
+
+
+def ready_at(candidate: Candidate, limits: ScopeLimits | None) -> float:
+    """When ``candidate`` may next be tried: its own health and its account's limits."""
+    ready = candidate.health.ready_at()
+    return ready if limits is None else max(ready, limits(candidate))
 
 
 def _priority(candidate: Candidate) -> int:

@@ -33,7 +33,7 @@ from llm_api_router.dispatch import Dispatcher
 from llm_api_router.docs import add_offline_docs
 from llm_api_router.endpoint import FamilyEndpoint
 from llm_api_router.families import ApiFamily, family_for
-from llm_api_router.health import ProviderHealth
+from llm_api_router.health import HealthSnapshot
 from llm_api_router.logs import Redactor, install_redaction
 from llm_api_router.metrics import CONTENT_TYPE, RouterMetrics
 from llm_api_router.scrub import SecretScrubber
@@ -170,13 +170,13 @@ def create_app(
         secrets = set(config.secrets())
         install_redaction(Redactor(secrets))
 
-        def provider_table() -> Iterator[tuple[str, ProviderConfig, ProviderHealth]]:
+        def provider_table(now: float) -> Iterator[tuple[str, ProviderConfig, HealthSnapshot]]:
             runtime: _Runtime | None = getattr(app.state, "runtime", None)
             if runtime is None:
                 return
             for name, dispatcher in runtime.dispatchers.items():
-                for provider, health in dispatcher.providers:
-                    yield name, provider, health
+                for provider, snapshot in dispatcher.snapshots(now):
+                    yield name, provider, snapshot
 
         async with AsyncExitStack() as stack:
             upstream: Transport = (
@@ -382,14 +382,16 @@ def _add_info_routes(app: FastAPI, clock: Clock) -> None:
         runtime: _Runtime = request.app.state.runtime
         now = clock()
         providers: dict[str, list[dict[str, Any]]] = {}
+        cooldowns: dict[str, list[dict[str, Any]]] = {}
         for name, dispatcher in runtime.dispatchers.items():
             rows = []
-            for provider, state in dispatcher.providers:
-                snapshot = state.snapshot(now)
+            cooldowns[name] = dispatcher.cooldowns(now)
+            for provider, snapshot in dispatcher.snapshots(now):
                 rows.append(
                     {
                         "name": provider.name,
                         "family": name,
+                        "account": provider.account_name,
                         "priority": provider.priority,
                         "state": snapshot.state.value,
                         "cooldown_seconds_left": snapshot.seconds_left,
@@ -416,6 +418,7 @@ def _add_info_routes(app: FastAPI, clock: Clock) -> None:
             "shared_state": runtime.state.status,
             "worker": os.getpid(),
             "providers": providers,
+            "cooldowns": cooldowns,
         }
 
 

@@ -78,7 +78,12 @@ class StreamRelay:
         self._on_end = on_end
         self._finish_grace = finish_grace
         self._stop: bytes | None = None
+        self._on_final: Callable[[bytes], None] | None = None
         self.outcome: str | None = None
+
+    def on_final(self, callback: Callable[[bytes], None]) -> None:
+        """Call ``callback`` with the stream's final event (the whole answer), if it has one."""
+        self._on_final = callback
 
     async def body(self) -> AsyncGenerator[bytes, None]:
         """The bytes to send the client, event by event."""
@@ -197,6 +202,9 @@ class StreamRelay:
         if self.outcome is None:
             self.outcome = outcome
             self._on_end(outcome)
+            final = self._tracker.final
+            if final is not None and self._on_final is not None:
+                self._on_final(final)
 
 
 class RawRelay:

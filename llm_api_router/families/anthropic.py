@@ -23,6 +23,7 @@ from llm_api_router.families.operations import (
     OperationTable,
     StreamFormat,
 )
+from llm_api_router.families.owned import OwnedIds
 from llm_api_router.sse import SSEEvent
 
 __all__ = ["DEFAULT_ANTHROPIC_VERSION", "AnthropicFamily"]
@@ -86,13 +87,17 @@ OPERATIONS = OperationTable(
             "messages/batches(/.*)?",
             limit_class=LimitClass.BATCHES,
             rewrites_urls=True,
+            owns=True,
+            refers=True,
         ),
         Operation("models", "models", _GET, model_list=True),
         Operation("model", "models/.+", _GET, model_list=True),
-        Operation("files", "files(/.*)?", limit_class=LimitClass.FILES),
+        Operation("files", "files(/.*)?", limit_class=LimitClass.FILES, owns=True, refers=True),
     ),
-    Operation("other", ".*"),
+    Operation("other", ".*", owns=True, refers=True),
 )
+#: Ids of objects an Anthropic workspace owns: message batches and files.
+OWNED_IDS = OwnedIds(("msgbatch_", "file_"))
 _PREAMBLE_EVENTS = (b"event: message_start", b"event: ping")
 
 
@@ -104,6 +109,7 @@ class AnthropicFamily(ApiFamily):
 
     name: ClassVar[Family] = "anthropic"
     operations: ClassVar[OperationTable] = OPERATIONS
+    owned: ClassVar[OwnedIds] = OWNED_IDS
     chat_path: ClassVar[str] = "messages"
     upstream_prefix: ClassVar[str] = "/v1"
     rate_limit_statuses: ClassVar[frozenset[int]] = frozenset({429, 529})

@@ -13,6 +13,7 @@ from llm_api_router.config import Family, ProviderConfig
 from llm_api_router.errors import ClientRequestError
 from llm_api_router.families.multipart import form_field
 from llm_api_router.families.operations import Operation, OperationTable, StreamFormat
+from llm_api_router.families.owned import OwnedIds
 from llm_api_router.sse import SSEEvent
 
 __all__ = [
@@ -69,6 +70,8 @@ class StreamTracker(abc.ABC):
     finished: bool
     #: Nothing more will be relayed: the terminal marker itself was seen.
     terminal: bool
+    #: The event that holds the whole answer (Responses: the terminal response), if any.
+    final: bytes | None = None
 
     @abc.abstractmethod
     def observe(self, event: SSEEvent) -> UpstreamErrorInfo | None:
@@ -108,6 +111,8 @@ class ApiFamily(abc.ABC):
 
     #: This family's operations (SPEC section 9), first match wins.
     operations: ClassVar[OperationTable]
+    #: How ids of account-owned objects look in this family (SPEC section 10).
+    owned: ClassVar[OwnedIds]
     #: The path of the chat operation below the family, as the seed served it.
     chat_path: ClassVar[str]
     #: Upstream path prefix below ``base_url`` for every operation (Anthropic: ``/v1``).
@@ -234,6 +239,10 @@ class ApiFamily(abc.ABC):
     def is_quota_error(self, status: int, info: UpstreamErrorInfo | None) -> bool:
         """A rate-limit status that really means "out of credit" (a long cooldown)."""
         return False
+
+    def is_not_found(self, status: int, info: UpstreamErrorInfo | None) -> bool:
+        """The upstream does not know an object the request refers to (another account's)."""
+        return status == 404
 
     def stream_error_status(self, info: UpstreamErrorInfo) -> int:
         """The HTTP status an error event right after a 200 stands for."""

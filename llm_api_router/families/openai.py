@@ -23,6 +23,7 @@ from llm_api_router.families.operations import (
     OperationTable,
     StreamFormat,
 )
+from llm_api_router.families.owned import OwnedIds
 from llm_api_router.sse import SSEEvent
 
 __all__ = ["OpenAIFamily"]
@@ -69,6 +70,8 @@ OPERATIONS = OperationTable(
             required=("model",),
             stream=StreamFormat.RESPONSES,
             limit_class=_GENERATE,
+            owns=True,
+            refers=True,
         ),
         Operation(
             "responses_input_tokens",
@@ -77,6 +80,7 @@ OPERATIONS = OperationTable(
             generation=True,
             required=("model",),
             limit_class=LimitClass.COUNT_TOKENS,
+            refers=True,
         ),
         Operation(
             "responses_compact",
@@ -85,6 +89,8 @@ OPERATIONS = OperationTable(
             generation=True,
             required=("model",),
             limit_class=_GENERATE,
+            owns=True,
+            refers=True,
         ),
         Operation(
             "completions",
@@ -123,12 +129,23 @@ OPERATIONS = OperationTable(
         ),
         Operation("models", "models", _GET, model_list=True),
         Operation("model", "models/.+", _GET, model_list=True),
-        Operation("responses_object", "responses/.+", limit_class=_GENERATE),
-        Operation("files", "files(/.*)?", limit_class=LimitClass.FILES),
-        Operation("uploads", "uploads(/.*)?", limit_class=LimitClass.FILES),
-        Operation("batches", "batches(/.*)?", limit_class=LimitClass.BATCHES),
+        Operation(
+            "responses_object", "responses/.+", limit_class=_GENERATE, owns=True, refers=True
+        ),
+        Operation("files", "files(/.*)?", limit_class=LimitClass.FILES, owns=True, refers=True),
+        Operation("uploads", "uploads(/.*)?", limit_class=LimitClass.FILES, owns=True, refers=True),
+        Operation(
+            "batches", "batches(/.*)?", limit_class=LimitClass.BATCHES, owns=True, refers=True
+        ),
     ),
-    Operation("other", ".*"),
+    Operation("other", ".*", owns=True, refers=True),
+)
+
+#: Ids of objects an OpenAI account owns: stored responses and their items (messages,
+#: reasoning, function calls), files, uploads, batches, vector stores, conversations,
+#: fine-tuning jobs.
+OWNED_IDS = OwnedIds(
+    ("resp_", "rs_", "msg_", "fc_", "file-", "upload_", "batch_", "vs_", "conv_", "ftjob-")
 )
 
 _OUTPUT_FREE_DELTA_KEYS = frozenset({"role", "content", "refusal"})
@@ -139,6 +156,7 @@ class OpenAIFamily(ApiFamily):
 
     name: ClassVar[Family] = "openai"
     operations: ClassVar[OperationTable] = OPERATIONS
+    owned: ClassVar[OwnedIds] = OWNED_IDS
     chat_path: ClassVar[str] = "chat/completions"
     rate_limit_statuses: ClassVar[frozenset[int]] = frozenset({429})
     private_request_headers: ClassVar[frozenset[str]] = frozenset(
@@ -164,6 +182,12 @@ class OpenAIFamily(ApiFamily):
     def is_quota_error(self, status: int, info: UpstreamErrorInfo | None) -> bool:
         return status == 429 and info is not None and "insufficient_quota" in (info.code, info.type)
 
+    def is_not_found(self, status: int, info: UpstreamErrorInfo | None) -> bool:
+        # Another organization's stored response or reasoning item is a 400, not a 404.
+        return status == 404 or (
+            status == 400 and info is not None and info.code in _OWNED_NOT_FOUND_CODES
+        )
+
     def stream_error_status(self, info: UpstreamErrorInfo) -> int:
         kind = f"{info.type} {info.code}".lower()
         if "insufficient_quota" in kind or "rate_limit" in kind:
@@ -186,6 +210,7 @@ class OpenAIFamily(ApiFamily):
         return _stream_error_event(status, message, code)
 
 
+_OWNED_NOT_FOUND_CODES = frozenset({"previous_response_not_found", "invalid_encrypted_content"})
 #: Words in an in-band error's type or code that say the request itself is wrong.
 _CLIENT_ERROR_WORDS = ("invalid", "not_found", "policy", "unsupported", "too_large", "flagged")
 
@@ -313,11 +338,12 @@ class _ResponsesStreamTracker(StreamTracker):
     clients (the openai SDK, Codex) see a failed response, never an invented success.
     """
 
-    __slots__ = ("_response", "_sequence", "finished", "terminal")
+    __slots__ = ("_response", "_sequence", "final", "finished", "terminal")
 
     def __init__(self) -> None:
         self.finished = False
         self.terminal = False
+        self.final: bytes | None = None
         self._response: dict[str, Any] = {}
         self._sequence = -1
 
@@ -334,6 +360,7 @@ class _ResponsesStreamTracker(StreamTracker):
         name = event.event or (data.get("type") if data else None)
         if name in _TERMINAL_RESPONSE_EVENTS:
             self.finished = self.terminal = True
+            self.final = raw  # the whole response: its ids are recorded with their account
             if name == "response.failed":
                 response = data.get("response") if data else None
                 error = response.get("error") if isinstance(response, dict) else None

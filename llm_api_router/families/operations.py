@@ -76,6 +76,11 @@ class Operation:
     model_list: bool = False
     #: Its body may be ``multipart/form-data`` (uploads), read for ``model`` only.
     accepts_form: bool = False
+    #: Its answers hand out ids of account-owned objects (recorded with their account).
+    owns: bool = False
+    #: Its requests may refer to owned objects (in the path or the body): they go to the
+    #: account that owns them (SPEC section 10).
+    refers: bool = False
     _regex: re.Pattern[str] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:

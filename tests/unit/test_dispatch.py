@@ -63,9 +63,9 @@ async def run(
 
 
 def state(dispatcher: Dispatcher, name: str, now: float) -> ProviderState:
-    for provider, health in dispatcher.providers:
+    for provider, snapshot in dispatcher.snapshots(now):
         if provider.name == name:
-            return health.snapshot(now).state
+            return snapshot.state
     raise KeyError(name)
 
 

@@ -84,9 +84,9 @@ async def collect(reply: StreamReply) -> bytes:
 
 
 def state(dispatcher: Dispatcher, name: str) -> ProviderState:
-    for provider, health in dispatcher.providers:
+    for provider, snapshot in dispatcher.snapshots(0):
         if provider.name == name:
-            return health.snapshot(0).state
+            return snapshot.state
     raise KeyError(name)
 
 

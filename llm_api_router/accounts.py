@@ -1,0 +1,150 @@
+"""Accounts (SPEC section 10): who owns state, what a limit cools down, which session where.
+
+A provider entry is one key; several keys can belong to one upstream account.  This module
+turns that into decisions the dispatcher applies, reading and writing only through the
+:class:`~llm_api_router.state.SharedState` (so with Redis they hold for the whole fleet):
+
+- **scopes**: a rate limit cools down ``(account, model, limit class)``, so a sibling key of
+  the account is not tried for that model and operation, while other models, operations and
+  accounts are untouched; missing credit marks the whole account;
+- **owners**: ids handed out in answers are recorded with their account, and a request that
+  refers to one goes to that account only;
+- **sessions**: a conversation prefers the provider that served its last turn.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping, Sequence
+
+from llm_api_router.config import ProviderConfig
+from llm_api_router.families import ApiFamily, ChatRequest, LimitClass
+from llm_api_router.routing import Candidate, ScopeLimits
+from llm_api_router.state import SharedState
+
+__all__ = ["ACCOUNT_MARKS", "RATE_LIMITS", "Accounts", "SESSION_HEADERS"]
+
+#: Outcomes that cool down the account's (model, limit class) scope.
+RATE_LIMITS = frozenset({"rate_limited", "overloaded"})
+#: Outcomes that take the whole account out (no credit).
+ACCOUNT_MARKS = frozenset({"quota_exhausted", "payment_required"})
+#: Headers that name a conversation, first present wins (then the body's fields).
+SESSION_HEADERS = ("x-claude-code-session-id", "session_id", "conversation_id")
+
+
+class Accounts:
+    """SPEC section 10 for one family, over the shared state."""
+
+    __slots__ = ("_family", "_prefix", "_state")
+
+    def __init__(self, family: ApiFamily, state: SharedState) -> None:
+        self._family = family
+        self._state = state
+        self._prefix = family.name
+
+    # -- scopes ---------------------------------------------------------------------------
+
+    def limit_scope(self, provider: ProviderConfig, model: str | None, limit: LimitClass) -> str:
+        return f"limit/{self._prefix}/{provider.account_name}/{model or '*'}/{limit.value}"
+
+    def account_scope(self, provider: ProviderConfig) -> str:
+        return f"account/{self._prefix}/{provider.account_name}"
+
+    def limits(self, limit: LimitClass) -> ScopeLimits:
+        """When a candidate's account may next be asked for its model and ``limit``."""
+        state = self._state
+
+        def ready(candidate: Candidate) -> float:
+            provider = candidate.provider
+            return max(
+                state.cooldown_until(self.limit_scope(provider, candidate.upstream_model, limit)),
+                state.cooldown_until(self.account_scope(provider)),
+            )
+
+        return ready
+
+    def cool_down(
+        self, candidate: Candidate, limit: LimitClass, outcome: str, until: float
+    ) -> bool:
+        """Apply a cooldown verdict at the scope it limits; False: it is the key's own."""
+        provider = candidate.provider
+        if outcome in RATE_LIMITS:
+            scope = self.limit_scope(provider, candidate.upstream_model, limit)
+        elif outcome in ACCOUNT_MARKS:
+            scope = self.account_scope(provider)
+        else:
+            return False  # a rejected key (401/403) marks that key only
+        self._state.extend_cooldown(scope, until)
+        return True
+
+    def cooling(self, now: float) -> list[tuple[str, str, str | None, str | None, float]]:
+        """Every limit of this family's accounts cooling at ``now``: (kind, account, model,
+        limit class, deadline), for /health."""
+        rows: list[tuple[str, str, str | None, str | None, float]] = []
+        for scope, until in self._state.cooldowns(now).items():
+            kind, _, rest = scope.partition("/")
+            family, _, rest = rest.partition("/")
+            if family != self._prefix or kind not in ("limit", "account"):
+                continue
+            if kind == "account":
+                rows.append((kind, rest, None, None, until))
+            else:
+                # Accounts and limit classes have no '/'; a model name may.
+                account, _, scoped = rest.partition("/")
+                model, _, limit = scoped.rpartition("/")
+                rows.append((kind, account, model, limit, until))
+        return rows
+
+    def limited_until(self, now: float) -> dict[str, float]:
+        """Per account, when the last of its cooling limits ends (for provider states)."""
+        until: dict[str, float] = {}
+        for _, account, _, _, deadline in self.cooling(now):
+            until[account] = max(until.get(account, 0.0), deadline)
+        return until
+
+    # -- owners ---------------------------------------------------------------------------
+
+    def references(self, request: ChatRequest, path: str) -> list[str]:
+        """Owned ids a request refers to, in its path or its body."""
+        owned = self._family.owned
+        found = owned.in_path(path)
+        if request.body and request.content_type.startswith(("application/json", "text/json")):
+            found.extend(owned.in_body(request.body))
+        return found
+
+    def owner(self, references: Sequence[str]) -> str | None:
+        """The account that owns the first known id among ``references``."""
+        for object_id in references:
+            account = self._state.owner(object_id)
+            if account is not None:
+                return account
+        return None
+
+    def record(self, answer: bytes, references: Sequence[str], account: str) -> None:
+        """Remember that the ids in ``answer`` (and those the request used) are ``account``'s."""
+        state = self._state
+        for object_id in (*self._family.owned.in_body(answer), *references):
+            state.record_owner(object_id, account)
+
+    # -- sessions -------------------------------------------------------------------------
+
+    @staticmethod
+    def session(headers: Mapping[str, str], request: ChatRequest) -> str | None:
+        """The conversation a request belongs to (hashed: it may name a user), if any."""
+        key: object = next((headers[h] for h in SESSION_HEADERS if headers.get(h)), None)
+        data = request.data
+        if key is None and data is not None:
+            key = data.get("prompt_cache_key")
+            metadata = data.get("metadata")
+            if not key and isinstance(metadata, dict):
+                key = metadata.get("user_id")
+        if not isinstance(key, str) or not key:
+            return None
+        return "s:" + hashlib.blake2b(key.encode(), digest_size=16).hexdigest()
+
+    def preferred(self, session: str | None) -> str | None:
+        return None if session is None else self._state.session_provider(session)
+
+    def remember(self, session: str | None, provider: str, preferred: str | None) -> None:
+        if session is not None and provider != preferred:
+            self._state.record_session(session, provider)
