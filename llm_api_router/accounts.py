@@ -50,15 +50,28 @@ class Accounts:
     def account_scope(self, provider: ProviderConfig) -> str:
         return f"account/{self._prefix}/{provider.account_name}"
 
-    def limits(self, limit: LimitClass) -> ScopeLimits:
-        """When a candidate's account may next be asked for its model and ``limit``."""
+    def key_scope(self, provider: ProviderConfig, model: str | None, limit: LimitClass) -> str:
+        return f"key/{self._prefix}/{provider.name}/{model or '*'}/{limit.value}"
+
+    def limits(self, limit: LimitClass, *, pinned: bool = False) -> ScopeLimits:
+        """When a candidate may next be asked for its model and ``limit``.
+
+        Normally a limit of its account holds back every key of the account.  A request
+        pinned to the account (it refers to an object only that account has) still tries
+        a sibling key: keys of one account can sit in projects with limits of their own,
+        and no other account can answer it.  Only the key that was limited waits then.
+        """
         state = self._state
 
         def ready(candidate: Candidate) -> float:
-            provider = candidate.provider
+            provider, model = candidate.provider, candidate.upstream_model
+            scope = (
+                self.key_scope(provider, model, limit)
+                if pinned
+                else self.limit_scope(provider, model, limit)
+            )
             return max(
-                state.cooldown_until(self.limit_scope(provider, candidate.upstream_model, limit)),
-                state.cooldown_until(self.account_scope(provider)),
+                state.cooldown_until(scope), state.cooldown_until(self.account_scope(provider))
             )
 
         return ready
@@ -67,14 +80,14 @@ class Accounts:
         self, candidate: Candidate, limit: LimitClass, outcome: str, until: float
     ) -> bool:
         """Apply a cooldown verdict at the scope it limits; False: it is the key's own."""
-        provider = candidate.provider
+        provider, model = candidate.provider, candidate.upstream_model
         if outcome in RATE_LIMITS:
-            scope = self.limit_scope(provider, candidate.upstream_model, limit)
+            self._state.extend_cooldown(self.limit_scope(provider, model, limit), until)
+            self._state.extend_cooldown(self.key_scope(provider, model, limit), until)
         elif outcome in ACCOUNT_MARKS:
-            scope = self.account_scope(provider)
+            self._state.extend_cooldown(self.account_scope(provider), until)
         else:
             return False  # a rejected key (401/403) marks that key only
-        self._state.extend_cooldown(scope, until)
         return True
 
     def cooling(self, now: float) -> list[tuple[str, str, str | None, str | None, float]]:

@@ -102,6 +102,8 @@ class _Call:
     open: bool
     references: list[str]
     owns: bool
+    #: The account the request is pinned to (it owns an object the request refers to).
+    owner: str | None
     pinned: str | None
     session: str | None
     preferred: str | None
@@ -232,6 +234,8 @@ class Dispatcher:
             if only_rate_limits
             else None
         )
+        if call.owner is not None:
+            raise AccountUnavailable(family.name, call.owner, retry_after, attempts)
         raise AllProvidersFailed(attempts, retry_after)
 
     def snapshots(self, now: float) -> list[tuple[ProviderConfig, HealthSnapshot]]:
@@ -285,7 +289,7 @@ class Dispatcher:
             else None
         )
         preferred = accounts.preferred(session)
-        limits = accounts.limits(operation.limit_class)
+        limits = accounts.limits(operation.limit_class, pinned=pinned is not None)
         now = self._clock()
         self._rotation += 1
         plan = self._policy.plan(
@@ -304,7 +308,7 @@ class Dispatcher:
             retry_after = (
                 self._policy.retry_after(providers, model, now, limits) if rate_limited else None
             )
-            raise AccountUnavailable(family.name, owner, retry_after)
+            raise AccountUnavailable(family.name, owner, retry_after, [])
         if preferred is not None and plan[0].provider.name == preferred:
             pinned = pinned or "session"
         return _Call(
@@ -317,6 +321,7 @@ class Dispatcher:
             open=is_open,
             references=references,
             owns=operation.owns,
+            owner=owner if pinned is not None else None,
             pinned=pinned,
             session=session,
             preferred=preferred,

@@ -244,6 +244,8 @@ class FamilyEndpoint:
         elif isinstance(exc, AccountUnavailable):
             message = exc.message
             exchange.pinned = f"owner:{exc.account}"
+            exchange.attempts = exc.attempts
+            headers["x-router-attempts"] = str(len(exc.attempts))
             if exc.retry_after is not None:
                 status, code = 429, "account_rate_limited"
                 headers["retry-after"] = str(int(exc.retry_after))

@@ -124,9 +124,16 @@ class AccountUnavailable(RouterError):
     ``Retry-After`` when they are rate limited, else 503.
     """
 
-    def __init__(self, family: str, account: str, retry_after: float | None) -> None:
+    def __init__(
+        self,
+        family: str,
+        account: str,
+        retry_after: float | None,
+        attempts: list[AttemptRecord],
+    ) -> None:
         self.account = account
         self.retry_after = retry_after
+        self.attempts = attempts
         why = "rate limited" if retry_after is not None else "unavailable"
         message = (
             f"Every {family} provider of account '{account}', which owns an object this "
