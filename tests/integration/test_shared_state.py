@@ -268,3 +268,36 @@ def test_no_warning_for_one_worker(
     with routers(config, 1, tmp_path, http, "--workers", workers) as [(url, err)]:
         assert http.post(url + OPENAI, json=BODY).status_code == 200
         assert "learns about provider failures alone" not in err.read_text()
+
+
+def test_an_owner_record_made_through_one_routes_a_follow_up_on_the_other(
+    fake: FakeUpstreamThread,
+    provider: Provider,
+    http: httpx.Client,
+    redis_server: RedisServer,
+    tmp_path: Path,
+) -> None:
+    config = {
+        "openai": [
+            provider("one", max_retries=0, account="A"),
+            provider("two", max_retries=0, account="B", priority=2),
+        ],
+        "settings": FAST,
+        "state": shared(redis_server.url),
+    }
+    with routers(config, 2, tmp_path, http) as [(first, _), (second, _)]:
+        # Account A is briefly rate limited, so the file is made in account B ...
+        fake.script("one", rate_limited(retry_after=0.05))
+        created = http.post(
+            first + "/openai/v1/files",
+            files={"file": ("a.jsonl", b'{"x": 1}\n', "application/jsonl")},
+            data={"purpose": "batch"},
+        )
+        assert created.status_code == 200 and created.headers["x-router-provider"] == "two"
+        file_id = created.json()["id"]
+        time.sleep(0.3)  # ... A's cooldown is over, and the record has crossed Redis.
+        seen = len(fake.requests())
+        read = http.get(second + f"/openai/v1/files/{file_id}")
+        assert read.status_code == 200 and read.headers["x-router-provider"] == "two"
+        # Straight to the owner: without the record, priority would ask A first (a 404).
+        assert [r.provider for r in fake.requests()[seen:]] == ["two"]
