@@ -16,6 +16,7 @@ import importlib.metadata
 import json
 import os
 import platform
+import resource
 import shlex
 import shutil
 import signal
@@ -24,7 +25,7 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,6 +38,10 @@ DEFAULT_REPORT = BENCH / "RESULTS.md"
 HOST = "127.0.0.1"
 
 NOT_RUN = "not run"
+# nginx's echo module (Debian: libnginx-mod-http-echo) paces the LLM-like streams.
+ECHO_MODULE = Path("/usr/lib/nginx/modules/ngx_http_echo_module.so")
+PACED_EVENTS = 14  # events per paced stream (what a short LLM answer sends)
+PACED_INTERVAL = 0.02  # seconds between two events of a paced stream
 OTHER_CPU_WARN = 0.10  # rows during which other processes used more than this many cores
 
 
@@ -111,7 +116,32 @@ ANTHROPIC = Family(
 FAMILIES = (OPENAI, ANTHROPIC)
 
 # Upstream URL prefixes (nginx cannot look into the JSON body, so the stream flag is a prefix).
-UP, STREAM, LIMITED, BACKUP = "/up", "/upstream-stream", "/limited", "/backup"
+UP, STREAM, LIMITED, BACKUP, PACED = "/up", "/upstream-stream", "/limited", "/backup", "/paced"
+
+
+def paced_events(family: Family) -> list[str]:
+    """The PACED_EVENTS events of one paced stream, cut from the family's static stream.
+
+    OpenAI: the role chunk, content chunks, the finish chunk, a usage chunk, ``[DONE]``.
+    Anthropic: message_start, content_block_start, ping, deltas, content_block_stop,
+    message_delta, message_stop.
+    """
+    text = (FIXTURES / family.sse_file).read_text()
+    events = [e for e in text.split("\n\n") if e.strip()]
+    if family is OPENAI:
+        first = json.loads(events[0].removeprefix("data: "))
+        usage = {
+            **{k: first[k] for k in ("id", "object", "created", "model", "system_fingerprint")},
+            "choices": [],
+            "usage": {"prompt_tokens": 19, "completion_tokens": 10, "total_tokens": 29},
+        }
+        tail = [events[-2], "data: " + json.dumps(usage, separators=(",", ":")), events[-1]]
+    else:
+        tail = events[-3:]
+    middle = events[1 : PACED_EVENTS - len(tail)]
+    out = [events[0], *middle, *tail]
+    assert len(out) == PACED_EVENTS, len(out)
+    return out
 
 
 @dataclass(frozen=True)
@@ -121,12 +151,27 @@ class Scenario:
     family: Family
     stream: bool
     connections: int
-    group: str  # router config: healthy | stream | limited
-    kind: str = "closed"  # closed (wrk) | open (fixed rate) | fallback
+    group: str  # router config: healthy | stream | limited | paced
+    kind: str = "closed"  # closed (wrk) | open (fixed rate) | fallback | paced (wrk)
 
     @property
     def prefix(self) -> str:
+        if self.kind == "paced":
+            return PACED
         return STREAM if self.stream else UP
+
+
+def paced(family: Family, connections: int) -> Scenario:
+    return Scenario(
+        f"paced-{family.name}-{connections}",
+        f"{family.title} paced streams ({PACED_EVENTS} events, "
+        f"{PACED_INTERVAL * 1000:g} ms apart), {connections:,} concurrent streams",
+        family,
+        True,
+        connections,
+        "paced",
+        kind="paced",
+    )
 
 
 SCENARIOS = (
@@ -151,6 +196,7 @@ SCENARIOS = (
         "limited",
         kind="fallback",
     ),
+    *(paced(fam, n) for fam in FAMILIES for n in (64, 256, 1024)),
 )
 EXTRA_STEPS = ("startup",)
 
@@ -405,8 +451,35 @@ def _nginx_common(run_dir: Path, name: str) -> tuple[str, str]:
     )
 
 
+def _nginx_echo(text: str) -> str:
+    """``text`` as a single-quoted nginx string for ``echo`` (which expands ``$``)."""
+    if "$" in text:
+        raise ValueError("fixture unsuitable for echo: it would expand '$'")
+    escaped = text.replace("\\", "\\\\").replace("'", "\\'").replace("\n", "\\n")
+    return "'" + escaped + "'"
+
+
+def paced_location(family: Family) -> str:
+    """An nginx location answering with a paced stream: one event every PACED_INTERVAL."""
+    lines = [
+        f"        location = {PACED}{family.upstream_path} {{",
+        "            default_type text/event-stream;",
+        "            add_header cache-control no-cache;",
+        *(f"            add_header {name} {value};" for name, value in family.response_headers),
+        "            echo_read_request_body;",
+    ]
+    for i, event in enumerate(paced_events(family)):
+        if i:
+            lines.append(f"            echo_sleep {PACED_INTERVAL};")
+        lines.append(f"            echo -n {_nginx_echo(event + chr(10) * 2)}; echo_flush;")
+    lines.append("        }")
+    return "\n".join(lines)
+
+
 def upstream_conf(run_dir: Path, port: int) -> str:
     head, http_common = _nginx_common(run_dir, "upstream")
+    if ECHO_MODULE.exists():
+        head = f"load_module {ECHO_MODULE};\n" + head
     logs = run_dir / "nginx"
     locations: list[str] = []
 
@@ -467,6 +540,8 @@ def upstream_conf(run_dir: Path, port: int) -> str:
                 ]
             )
         )
+        if ECHO_MODULE.exists():
+            locations.append(paced_location(fam))
     return (
         head
         + "http {\n"
@@ -496,10 +571,14 @@ def proxy_conf(run_dir: Path, port: int, upstream_port: int) -> str:
         + "        location / {\n"
         + proxy
         + "        }\n"
-        + f"        location {STREAM}/ {{\n"
-        + proxy
-        + "            proxy_buffering off;\n            proxy_cache off;\n"
-        + "        }\n    }\n}\n"
+        + "".join(
+            f"        location {prefix}/ {{\n"
+            + proxy
+            + "            proxy_buffering off;\n            proxy_cache off;\n"
+            + "        }\n"
+            for prefix in (STREAM, PACED)
+        )
+        + "    }\n}\n"
     )
 
 
@@ -586,6 +665,7 @@ class Bench:
         self.report = report
         self.procs: list[Proc] = []
         self.infra: list[Proc] = []  # the two nginx instances
+        self.nginx: dict[str, Proc] = {}  # "upstream", "proxy"
         self.current_sut: Proc | None = None
         self.results: dict[str, dict[str, Row]] = {}
         self.open_results: dict[str, Row] = {}
@@ -648,6 +728,10 @@ class Bench:
     def closed_systems(self) -> list[str]:
         return ["direct", "nginx-proxy", *self.s.bare_systems(), "router"]
 
+    def paced_systems(self) -> list[str]:
+        """Paced rows: the C proxy, the reference bare forwarder (the router's stack), router."""
+        return ["direct", "nginx-proxy", *self.s.bare_systems()[:1], "router"]
+
     # ---- infrastructure
 
     def start_infra(self) -> None:
@@ -680,6 +764,7 @@ class Bench:
                 cpu,
             )
             self.infra.append(proc)
+            self.nginx[name] = proc
             port = self.s.port("upstream" if name == "upstream" else "nginx-proxy")
             wait_http(proc, port, "/", 10, want=None)
             pid_file = ndir / f"{name}.pid"
@@ -707,7 +792,8 @@ class Bench:
             if group == "limited":
                 cfg[fam.name] = [provider("primary", 1, LIMITED), provider("backup", 2, BACKUP)]
             else:
-                cfg[fam.name] = [provider("primary", 1, STREAM if group == "stream" else UP)]
+                prefix = {"stream": STREAM, "paced": PACED}.get(group, UP)
+                cfg[fam.name] = [provider("primary", 1, prefix)]
         path = self.run_dir / f"router-{group}.json"
         path.write_text(json.dumps(cfg, indent=2) + "\n")
         return path
@@ -744,6 +830,8 @@ class Bench:
             str(self.s.port(variant.system)),
             "--upstream",
             upstream,
+            "--pool",
+            "4096",  # never the limit: the router's pool has none either
         ]
 
     def start_sut(self, scenario: Scenario, system: str) -> tuple[Proc | None, str]:
@@ -796,7 +884,7 @@ class Bench:
         if scenario.stream:
             end = b"data: [DONE]" if scenario.family is OPENAI else b"event: message_stop"
             events = data.count(b"data:")
-            if end not in data or events < 15:
+            if end not in data or events < (PACED_EVENTS if scenario.kind == "paced" else 15):
                 return f"preflight stream incomplete ({events} data lines): {snippet}"
             return ""
         try:
@@ -810,7 +898,16 @@ class Bench:
         )
         return "" if good else f"preflight unexpected body: {snippet}"
 
-    def wrk(self, url: str, conns: int, seconds: int, body: Path, headers: tuple[str, ...]) -> Any:
+    def wrk(
+        self,
+        url: str,
+        conns: int,
+        seconds: int,
+        body: Path,
+        headers: tuple[str, ...],
+        midway: Callable[[], None] | None = None,
+    ) -> Any:
+        """Run wrk; ``midway()`` is called once, half-way through the run."""
         argv = [
             "taskset",
             "-c",
@@ -827,11 +924,31 @@ class Bench:
             url,
         ]
         env = {**os.environ, "WRK_BODY_FILE": str(body), "WRK_HEADERS": "|".join(headers)}
-        out = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 60, env=env)
-        for line in out.stdout.splitlines():
+        with subprocess.Popen(
+            argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+        ) as wrk:
+            try:
+                if midway is not None:
+                    with contextlib.suppress(subprocess.TimeoutExpired):
+                        wrk.wait(seconds / 2)
+                    midway()
+                stdout, stderr = wrk.communicate(timeout=seconds + 60)
+            except BaseException:
+                wrk.kill()
+                wrk.wait()
+                raise
+        for line in stdout.splitlines():
             if line.startswith("BENCH_JSON "):
-                return json.loads(line.removeprefix("BENCH_JSON ")), out.stdout + out.stderr
-        raise RuntimeError(f"wrk printed no summary: {out.stdout[-300:]} {out.stderr[-300:]}")
+                return json.loads(line.removeprefix("BENCH_JSON ")), stdout + stderr
+        raise RuntimeError(f"wrk printed no summary: {stdout[-300:]} {stderr[-300:]}")
+
+    def sut_proc(self, system: str) -> Proc | None:
+        """The process (tree) whose CPU a row of ``system`` measures; None for direct."""
+        if system == "nginx-proxy":
+            return self.nginx.get("proxy")
+        if system == "direct":
+            return None
+        return self.current_sut
 
     def checked_row(self, scenario: Scenario, system: str) -> tuple[Row, int, str]:
         """A new row for ``system`` and its target; an ``error`` row if its answer is wrong."""
@@ -856,8 +973,28 @@ class Bench:
             _, text = self.wrk(url, scenario.connections, self.s.warmup, body, hdrs)
             (raw_dir / f"{scenario.name}--{system}--warmup.txt").write_text(text)
         before = self.hit_counts()
+        sut, upstream = self.sut_proc(system), self.nginx["upstream"]
+        midway: dict[str, Any] = {}
+
+        def sample() -> None:  # the SUT's memory with every connection's stream open
+            if sut is not None:
+                midway["rss_kib"] = memory_kib(sut.pid)["VmRSS"]
+                midway["open_fds"] = len(list(Path(f"/proc/{sut.pid}/fd").glob("*")))
+
         cpu = self.cpu_snapshot()
-        summary, text = self.wrk(url, scenario.connections, self.s.duration, body, hdrs)
+        sut_cpu0 = tree_cpu(sut.pid) if sut else 0.0
+        up_cpu0, t0 = tree_cpu(upstream.pid), time.perf_counter()
+        summary, text = self.wrk(
+            url,
+            scenario.connections,
+            self.s.duration,
+            body,
+            hdrs,
+            sample if scenario.kind == "paced" else None,
+        )
+        wall = time.perf_counter() - t0
+        sut_cpu = tree_cpu(sut.pid) - sut_cpu0 if sut else None
+        up_cpu = tree_cpu(upstream.pid) - up_cpu0
         noise = self.noise(cpu)
         after = self.hit_counts()
         (raw_dir / f"{scenario.name}--{system}.txt").write_text(text)
@@ -873,11 +1010,19 @@ class Bench:
         row.extra = {
             "wrk": summary,
             "hits": {k: after[k] - before[k] for k in after},
+            "upstream_cores": up_cpu / wall,
+            **midway,
             **noise,
         }
+        if sut_cpu is not None:
+            row.extra["sut_cores"] = sut_cpu / wall
+            # CPU per completed request; wrk counts a request when its last byte arrived.
+            row.extra["cpu_us_per_request"] = 1e6 * sut_cpu / max(row.requests, 1)
+        cpu_text = f"  CPU {row.extra.get('sut_cores', 0):.0%} (upstream {up_cpu / wall:.0%})"
         self.log(
             f"  {system:<22} {row.rps:>9,.0f} req/s  p50 {row.p50:7.2f} ms  p99 {row.p99:7.2f} ms"
-            f"  non-2xx {row.non_2xx}  errors {row.errors}  other CPU {noise['other_cores']:.0%}"
+            f"  non-2xx {row.non_2xx}  errors {row.errors}{cpu_text}"
+            f"  other CPU {noise['other_cores']:.0%}"
         )
         return row
 
@@ -957,7 +1102,17 @@ class Bench:
     def run_scenario(self, scenario: Scenario) -> None:
         self.log(f"scenario {scenario.name}: {scenario.title}")
         rows: dict[str, Row] = {}
-        systems = ["router"] if scenario.kind == "fallback" else self.closed_systems()
+        if scenario.kind == "fallback":
+            systems = ["router"]
+        elif scenario.kind == "paced":
+            systems = self.paced_systems()
+            problem = self.paced_problem(scenario)
+            if problem:
+                self.log(f"  not run: {problem}")
+                self.results[scenario.name] = {s: Row(s, NOT_RUN, problem) for s in systems}
+                return
+        else:
+            systems = self.closed_systems()
         measure = self.open_loop if scenario.kind == "open" else self.closed_loop
         for system in systems:
             if system in ("direct", "nginx-proxy"):
@@ -998,6 +1153,17 @@ class Bench:
                 "backup_per_request": hits["backup"] / done,
             }
             self.log(f"  upstream hits: {self.fallback}")
+
+    def paced_problem(self, scenario: Scenario) -> str:
+        """Why the paced rows cannot run here (empty when they can)."""
+        if not ECHO_MODULE.exists():
+            return f"{ECHO_MODULE} missing: apt-get install libnginx-mod-http-echo"
+        # wrk and each system hold one socket per stream, a proxy two.
+        need = 2 * scenario.connections + 256
+        soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if soft < need:
+            return f"open-file limit {soft} < {need}: raise ulimit -n"
+        return ""
 
     def measure_startup(self) -> None:
         self.log("start-up time")
@@ -1087,6 +1253,17 @@ def other(row: Row) -> str:
     return f"{value:.0%}{flag}"
 
 
+def cores(row: Row) -> str:
+    """CPU used by the system under test during the row, in % of one core."""
+    value = row.extra.get("sut_cores")
+    return "—" if value is None else f"{value:.0%}"
+
+
+def per_request(row: Row) -> str:
+    value = row.extra.get("cpu_us_per_request")
+    return "—" if value is None else f"{value:,.0f}"
+
+
 def ratio(a: float, b: float) -> str:
     return f"{a / b:.2f}" if b else "n/a"
 
@@ -1122,11 +1299,14 @@ class Report:
                 self.closed(sc)
             elif sc.kind == "open":
                 self.open(sc)
+            elif sc.kind == "paced":
+                self.paced(sc)
             else:
                 self.fallback(sc)
         self.memory()
         self.startup()
         self.summary()
+        self.paced_summary()
         self.clients()
         return "\n".join(self.lines) + "\n"
 
@@ -1194,17 +1374,18 @@ class Report:
         self.add(f"## {sc.title} (`{sc.name}`)", "")
         self.add(
             "| system | req/s | p50 | p90 | p99 | p99.9 | requests | non-2xx | socket errors "
-            "| other CPU |",
-            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+            "| CPU | CPU µs/req | other CPU |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
         )
         for system, r in rows.items():
             if r.ok:
                 self.add(
                     f"| {system} | {r.rps:,.0f} | {ms(r.p50)} | {ms(r.p90)} | {ms(r.p99)} | "
-                    f"{ms(r.p999)} | {r.requests:,} | {r.non_2xx} | {r.errors} | {other(r)} |"
+                    f"{ms(r.p999)} | {r.requests:,} | {r.non_2xx} | {r.errors} | "
+                    f"{cores(r)} | {per_request(r)} | {other(r)} |"
                 )
             else:
-                self.add(f"| {system} | {r.status}: {r.reason} | | | | | | | | |")
+                self.add(f"| {system} | {r.status}: {r.reason} | | | | | | | | | | |")
         self.add("", "| ratio | req/s | p50 | p99 |", "|---|---:|---:|---:|")
         pairs = [("router", "direct"), ("router", "nginx-proxy")]
         bare = self.b.s.bare_systems()
@@ -1249,6 +1430,87 @@ class Report:
                 + " | ".join(added)
                 + f" | {ms(r.extra['service_ms']['p99'])} | {ms(r.extra['send_lag_ms']['p99'])} "
                 f"| {other(r)} |"
+            )
+        self.add("")
+
+    def per_event(self, sc: Scenario, system: str) -> float | None:
+        """CPU µs per relayed event: (CPU per stream - CPU per non-streaming request of the
+        same family and system, this run) / events per stream."""
+        r = self.row(sc.name, system)
+        base = self.row(f"{sc.family.name}-32", system)
+        if r is None or base is None:
+            return None
+        stream, request = r.extra.get("cpu_us_per_request"), base.extra.get("cpu_us_per_request")
+        if stream is None or request is None:
+            return None
+        return float(stream - request) / PACED_EVENTS
+
+    def paced(self, sc: Scenario) -> None:
+        rows = self.b.results[sc.name]
+        self.add(
+            f"## {sc.title} (`{sc.name}`)",
+            "",
+            f"Upstream: nginx's echo module sends {PACED_EVENTS} events {PACED_INTERVAL * 1000:g} "
+            f"ms apart (`{PACED}{sc.family.upstream_path}`); wrk keeps {sc.connections:,} streams "
+            "open (closed loop), latency = whole stream. *CPU µs/event* = (CPU µs per stream "
+            f"- CPU µs per request of this system's `{sc.family.name}-32` row) / {PACED_EVENTS}. "
+            f"*RSS open* = RSS half-way through the run, with {sc.connections:,} streams open. "
+            "*upstream CPU*: the pacing nginx (shares CPU 1 with wrk; must stay far from 100%).",
+            "",
+            "| system | streams/s | p50 | p90 | p99 | streams | non-2xx | socket errors | CPU "
+            "| CPU µs/stream | CPU µs/event | RSS open MiB | upstream CPU | other CPU |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        )
+        for system, r in rows.items():
+            if not r.ok:
+                self.add(f"| {system} | {r.status}: {r.reason} |" + " |" * 12)
+                continue
+            event = self.per_event(sc, system)
+            rss = r.extra.get("rss_kib")
+            self.add(
+                f"| {system} | {r.rps:,.0f} | {ms(r.p50)} | {ms(r.p90)} | {ms(r.p99)} | "
+                f"{r.requests:,} | {r.non_2xx} | {r.errors} | {cores(r)} | {per_request(r)} | "
+                f"{f'{event:.1f}' if event is not None else 'n/a'} | "
+                f"{f'{rss / 1024:.1f}' if rss else '—'} | "
+                f"{r.extra.get('upstream_cores', 0):.0%} | {other(r)} |"
+            )
+        self.add("", "| ratio | streams/s | p50 | p99 |", "|---|---:|---:|---:|")
+        bare = self.b.s.bare_systems()[:1]
+        pairs = [("router", "nginx-proxy"), *((b, "nginx-proxy") for b in bare)]
+        pairs += [("router", b) for b in bare]
+        for a, b in pairs:
+            self.add(f"| {a} / {b} | " + " | ".join(self.ratio_cells(sc.name, a, b)) + " |")
+        self.add("")
+
+    def paced_summary(self) -> None:
+        scs = [sc for sc in SCENARIOS if sc.kind == "paced" and self.row(sc.name, "router")]
+        if not scs:
+            return
+        bare = next(iter(self.b.s.bare_systems()), "bare")
+        self.add(
+            "## Paced streams summary",
+            "",
+            "The targets of issue 14 in one table: router streams/s against the nginx proxy and "
+            f"against {bare} (the router's own stack with no logic), the added median stream "
+            "time, and CPU per relayed event (see each paced section for how it is computed).",
+            "",
+            f"| scenario | router/nginx-proxy | router p50 - nginx p50 ms | router/{bare} | "
+            f"{bare}/nginx-proxy | router µs/event | {bare} µs/event | nginx µs/event "
+            "| router µs/stream | router RSS open MiB |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        )
+        for sc in scs:
+            router, nginx = self.row(sc.name, "router"), self.row(sc.name, "nginx-proxy")
+            assert router is not None
+            added = f"{router.p50 - nginx.p50:+.1f}" if nginx else "n/a"
+            events = [self.per_event(sc, s) for s in ("router", bare, "nginx-proxy")]
+            rss = router.extra.get("rss_kib")
+            self.add(
+                f"| {sc.name} | {self.ratio_cells(sc.name, 'router', 'nginx-proxy')[0]} | "
+                f"{added} | {self.ratio_cells(sc.name, 'router', bare)[0]} | "
+                f"{self.ratio_cells(sc.name, bare, 'nginx-proxy')[0]} | "
+                + " | ".join(f"{e:.1f}" if e is not None else "n/a" for e in events)
+                + f" | {per_request(router)} | {f'{rss / 1024:.1f}' if rss else '—'} |"
             )
         self.add("")
 
@@ -1394,7 +1656,9 @@ class Report:
 
     def clients(self) -> None:
         variants = [VARIANTS[name] for name in self.b.s.variants]
-        measured = [sc for sc in SCENARIOS if sc.name in self.b.results and sc.kind != "fallback"]
+        measured = [
+            sc for sc in SCENARIOS if sc.name in self.b.results and sc.kind in ("closed", "open")
+        ]
         if len(variants) < 2 or not measured:
             return
         base = variants[0].system
@@ -1510,6 +1774,15 @@ def report_path(s: Settings, run_dir: Path) -> Path:
     return DEFAULT_REPORT if full else run_dir / "RESULTS.md"
 
 
+def raise_open_file_limit(want: int = 65536) -> None:
+    """Lift the soft descriptor limit (inherited by every process started here) toward
+    ``want``: 1,024 streams take over 2,048 sockets in a proxy, more than the usual 1,024."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = want if hard == resource.RLIM_INFINITY else min(want, hard)
+    if soft != resource.RLIM_INFINITY and soft < target:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+
+
 @contextlib.contextmanager
 def terminate_on_sigterm() -> Iterator[None]:
     def handler(signum: int, frame: object) -> None:
@@ -1529,6 +1802,7 @@ def main(argv: list[str] | None = None) -> int:
         if shutil.which(tool) is None:
             print(f"{tool} not found: run through bash bench/run.sh", file=sys.stderr)
             return 2
+    raise_open_file_limit()
     stamp = time.strftime("%Y%m%d-%H%M%S") + ("-quick" if settings.quick else "")
     run_dir = BENCH / "results" / stamp
     (run_dir / "logs").mkdir(parents=True, exist_ok=True)

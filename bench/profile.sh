@@ -1,20 +1,25 @@
 #!/usr/bin/env bash
 # Profile the router under load with py-spy: where does a request's CPU time go?
 #
-#   bash bench/profile.sh [SECONDS] [openai|anthropic] [stream]
+#   bash bench/profile.sh [SECONDS] [openai|anthropic] [stream|paced] [CONNECTIONS]
 #
-# Same topology as bench/run.sh: the router alone on CPU 0; wrk (32 connections) and the
-# static nginx upstream on CPU 1.  Writes bench/results/profile-<time>/ with py-spy's raw
+# Same topology as bench/run.sh: the router alone on CPU 0; wrk (32 connections, or
+# CONNECTIONS) and the nginx upstream on CPU 1.  "paced" streams 14 events 20 ms apart
+# (nginx's echo module, as the paced-* rows of the bench).  Writes bench/results/profile-<time>/ with py-spy's raw
 # (collapsed) stacks and a summary of the hottest functions and packages.
 set -euo pipefail
 SECONDS_TO_PROFILE="${1:-10}"
 FAMILY="${2:-openai}"
 STREAM="${3:-}"
+CONNS="${4:-32}"
+ulimit -n 65536 2>/dev/null || true
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$ROOT"
 . scripts/_venv.sh
 ensure_venv requirements/dev.lock
-command -v wrk >/dev/null && command -v nginx >/dev/null || apt-get install -y wrk nginx >/dev/null
+command -v wrk >/dev/null && command -v nginx >/dev/null \
+    && [ -f /usr/lib/nginx/modules/ngx_http_echo_module.so ] \
+    || apt-get install -y wrk nginx libnginx-mod-http-echo >/dev/null
 [ -x "$VENV/bin/py-spy" ] || "$VENV/bin/pip" install --quiet py-spy
 
 RUN="$ROOT/bench/results/profile-$(date +%Y%m%d-%H%M%S)"
@@ -32,9 +37,9 @@ probe=$(curl -s -o /dev/null -w "%{http_code}" -H "content-type: application/jso
 [ "$probe" = 200 ] || { echo "router answered $probe, not 200: see $RUN" >&2; exit 1; }
 
 URL="http://127.0.0.1:18299/$FAMILY/v1/$([ "$FAMILY" = openai ] && echo chat/completions || echo messages)"
-taskset -c 1 wrk -t1 -c32 -d2s -s "$RUN/post.lua" "$URL" > /dev/null   # warm-up
+taskset -c 1 wrk -t1 -c"$CONNS" -d2s -s "$RUN/post.lua" "$URL" > /dev/null   # warm-up
 "$VENV/bin/py-spy" record -p "$ROUTER" -d "$SECONDS_TO_PROFILE" -r 200 -f raw \
     -o "$RUN/profile.txt" --nonblocking > /dev/null 2>&1 & SPY=$!
-taskset -c 1 wrk -t1 -c32 -d"${SECONDS_TO_PROFILE}s" -s "$RUN/post.lua" "$URL" | tee "$RUN/wrk.txt"
+taskset -c 1 wrk -t1 -c"$CONNS" -d"${SECONDS_TO_PROFILE}s" -s "$RUN/post.lua" "$URL" | tee "$RUN/wrk.txt"
 wait $SPY
 "$VENV/bin/python" bench/profile_setup.py --summarize "$RUN/profile.txt" | tee "$RUN/summary.txt"

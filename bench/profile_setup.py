@@ -21,9 +21,11 @@ BODIES = {
 UPSTREAM_PORT = 18281
 
 
-def setup(run: Path, family: str, stream: bool) -> None:
+def setup(run: Path, family: str, mode: str) -> None:
+    """``mode``: "" (non-streaming), "stream" (static stream) or "paced" (LLM-like stream)."""
     (run / "upstream.conf").write_text(bench.upstream_conf(run, UPSTREAM_PORT))
-    prefix = "upstream-stream" if stream else "up"
+    stream = mode in ("stream", "paced")
+    prefix = {"stream": "upstream-stream", "paced": "paced"}.get(mode, "up")
     base = f"http://127.0.0.1:{UPSTREAM_PORT}/{prefix}" + ("/v1" if family == "openai" else "")
     config = {family: [{"name": "primary", "api_key": "sk-profile", "base_url": base}]}
     (run / "router.json").write_text(json.dumps(config))
@@ -70,4 +72,4 @@ if __name__ == "__main__":
     if sys.argv[1] == "--summarize":
         summarize(Path(sys.argv[2]))
     else:
-        setup(Path(sys.argv[1]), sys.argv[2], sys.argv[3] == "stream")
+        setup(Path(sys.argv[1]), sys.argv[2], sys.argv[3])

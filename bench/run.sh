@@ -6,11 +6,14 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 
-# --- system tools: wrk (closed-loop load), nginx (upstream + reference proxy), taskset, curl
+# --- system tools: wrk (closed-loop load), nginx (upstream + reference proxy) and its echo
+#     module, taskset, curl
 need=()
 command -v wrk >/dev/null || need+=(wrk)
 command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || need+=(nginx)
 command -v taskset >/dev/null || need+=(util-linux)
+# nginx's echo module paces the LLM-like streams of the paced-* rows
+[ -f /usr/lib/nginx/modules/ngx_http_echo_module.so ] || need+=(libnginx-mod-http-echo)
 command -v curl >/dev/null || need+=(curl)
 if [ "${#need[@]}" -gt 0 ]; then
     echo "== installing ${need[*]}"
