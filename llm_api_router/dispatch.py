@@ -642,3 +642,9 @@ class _ScrubbedResponse:
 
     def close(self) -> None:
         self._response.close()
+
+    def release(self) -> None:
+        self._response.release()
+
+    def limit_wait(self, seconds: float) -> None:
+        self._response.limit_wait(seconds)

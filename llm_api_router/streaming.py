@@ -4,20 +4,24 @@
 client's stream with the family's native error event when the upstream cuts the stream,
 stalls past ``timeout`` or sends an error event; it completes a naturally finished stream
 whose upstream forgot its terminal marker.  The upstream response is closed on every path
-(including the client going away).  :func:`stream_to_client` delivers a relay over ASGI and
-cancels it the moment the client disconnects.  :class:`OpenStreams` lists the relays being
-delivered, so a shutdown can end each one with a native error event (:meth:`StreamRelay.interrupt`).
+(including the client going away), or released to the pool after a complete stream.
+:func:`stream_to_client` delivers a relay over ASGI and cancels it the moment the client
+disconnects.  :class:`OpenStreams` lists the relays being delivered, so a shutdown can end
+each one with a native error event (:meth:`StreamRelay.interrupt`).
+
+This is the path every relayed event takes, so it does per event only what must be done
+per event: one read, one split, one byte check (or parse) per event, one ASGI send per read
+(whatever number of events it brought, the last one together with the end of the body).
 """
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import AsyncGenerator, Callable
 
 from starlette.types import Receive, Send
 
-from llm_api_router.disconnect import ClientGone, unless_client_leaves
+from llm_api_router.disconnect import ClientGone, ClientWatch
 from llm_api_router.errors import UpstreamTimeout, UpstreamTransportError
 from llm_api_router.families import ApiFamily, StreamTracker
 from llm_api_router.sse import SSEDecoder, SSEEventTooLarge
@@ -50,7 +54,8 @@ class StreamOutcome:
 
 
 class StreamRelay:
-    """One committed upstream stream; iterate :meth:`body` exactly once."""
+    """One committed upstream stream; iterate :meth:`body` exactly once (or drive it with
+    :meth:`start`, :meth:`next_piece` and :meth:`settle`, as :func:`stream_to_client` does)."""
 
     #: Always ends with a terminating chunk: failures are told in a native error event.
     clean_end = True
@@ -78,6 +83,8 @@ class StreamRelay:
         self._on_end = on_end
         self._finish_grace = finish_grace
         self._stop: bytes | None = None
+        self._upstream_open = True
+        self._in_grace = False
         self._on_final: Callable[[bytes], None] | None = None
         self.outcome: str | None = None
 
@@ -86,34 +93,50 @@ class StreamRelay:
         self._on_final = callback
 
     async def body(self) -> AsyncGenerator[bytes, None]:
-        """The bytes to send the client, event by event."""
+        """The bytes to send the client, piece by piece."""
         try:
-            yield self._first
-            if self._tracker.terminal:
-                self._end(StreamOutcome.COMPLETE)
-                return
+            yield self.start()
             while self.outcome is None:
-                out = await self._next()
+                out = await self.next_piece()
                 if out:
                     yield out
         finally:
-            self._response.close()
-            if self.outcome is None:
-                self._end(StreamOutcome.CLIENT_DISCONNECTED)
+            self.settle()
 
-    async def _next(self) -> bytes:
-        """The next piece to relay; sets ``outcome`` when the stream is over."""
+    def start(self) -> bytes:
+        """The first piece: the events read before the commit (ends a stream they complete)."""
+        if self._tracker.terminal:
+            self._end(StreamOutcome.COMPLETE)
+        return self._first
+
+    def settle(self) -> None:
+        """Done with the upstream: its connection is kept after a complete stream, closed
+        otherwise; a stream that did not end yet ends as a client disconnect.  Idempotent."""
+        if self._upstream_open:
+            self._upstream_open = False
+            if self.outcome == StreamOutcome.COMPLETE:
+                self._response.release()
+            else:
+                self._response.close()
+        if self.outcome is None:
+            self._end(StreamOutcome.CLIENT_DISCONNECTED)
+
+    async def next_piece(self) -> bytes:
+        """The next piece to relay (maybe empty); sets ``outcome`` when the stream is over."""
         if self._stop is not None:
             return self._stopped()
         tracker = self._tracker
+        if tracker.finished and not self._in_grace:
+            # From the natural finish on, wait finish_grace (not `timeout`) for each chunk.
+            self._in_grace = True
+            self._response.limit_wait(self._finish_grace)
         try:
-            if tracker.finished:
-                chunk = await asyncio.wait_for(self._response.next_chunk(), self._finish_grace)
-            else:
-                chunk = await self._response.next_chunk()
-        except TimeoutError:  # finished, and the terminal marker did not come
-            return self._complete()
+            chunk = await self._response.next_chunk()
         except UpstreamTimeout:
+            if self._stop is not None:
+                return self._stopped()
+            if tracker.finished:  # and the terminal marker did not come
+                return self._complete()
             return self._fail(
                 StreamOutcome.STALLED,
                 504,
@@ -162,11 +185,15 @@ class StreamRelay:
             if tracker.terminal:
                 self._end(StreamOutcome.COMPLETE)
                 break
+        if len(pieces) == 1:  # the usual case: one event per read
+            return pieces[0]
         return b"".join(pieces)
 
     def abort(self) -> None:
         """Close the upstream now (idempotent); the stream ends as a client disconnect."""
-        self._response.close()
+        if self._upstream_open:
+            self._upstream_open = False
+            self._response.close()
         if self.outcome is None:
             self._end(StreamOutcome.CLIENT_DISCONNECTED)
 
@@ -176,6 +203,7 @@ class StreamRelay:
         if self.outcome is not None or self._stop is not None:
             return
         self._stop = self._family.stream_error_event(status, message, code=code)
+        self._upstream_open = False
         self._response.close()  # wakes a pending read at once
 
     def _stopped(self) -> bytes:
@@ -286,7 +314,7 @@ async def stream_to_client(
     relay: StreamRelay | RawRelay,
     status: int,
     headers: list[tuple[bytes, bytes]],
-    receive: Receive,
+    receive: Receive | ClientWatch,
     send: Send,
     on_done: Callable[[float | None, str], None],
     streams: OpenStreams | None = None,
@@ -295,16 +323,38 @@ async def stream_to_client(
 
     ``on_done(first_byte_time, outcome)`` is called exactly once when the exchange is over,
     with the ``time.perf_counter()`` of the first body byte sent (None if none was).
-    While it is sent, the relay is listed in ``streams``.
+    While it is sent, the relay is listed in ``streams``.  ``receive`` may be the request's
+    :class:`ClientWatch` (which the caller closes), so the watcher task that guarded the
+    dispatch keeps watching the stream.
     """
     if streams is not None:
         streams.add(relay)
-    body = relay.body()
+    events = relay if isinstance(relay, StreamRelay) else None
+    body = None if events is not None else relay.body()
     first_byte: float | None = None
+
+    async def send_events(relay: StreamRelay) -> None:
+        nonlocal first_byte
+        piece = relay.start()
+        next_piece = relay.next_piece
+        while relay.outcome is None:
+            if piece:
+                await send({"type": "http.response.body", "body": piece, "more_body": True})
+                if first_byte is None:
+                    first_byte = time.perf_counter()
+            piece = await next_piece()
+        # The last piece and the end of the body go out in one write.
+        await send({"type": "http.response.body", "body": piece, "more_body": False})
+        if first_byte is None:
+            first_byte = time.perf_counter()
 
     async def send_all() -> None:
         nonlocal first_byte
         await send({"type": "http.response.start", "status": status, "headers": headers})
+        if events is not None:
+            await send_events(events)
+            return
+        assert body is not None
         async for chunk in body:
             await send({"type": "http.response.body", "body": chunk, "more_body": True})
             if first_byte is None:
@@ -312,13 +362,19 @@ async def stream_to_client(
         if relay.clean_end:
             await send({"type": "http.response.body", "body": b"", "more_body": False})
 
+    watch = receive if isinstance(receive, ClientWatch) else ClientWatch(receive)
     try:
-        await unless_client_leaves(receive, send_all())
+        await watch.guard(send_all())
     except (ClientGone, OSError):
         pass  # the client went away: the relay's upstream is closed below
     finally:
+        if watch is not receive:
+            watch.close()
         if streams is not None:
             streams.discard(relay)
-        await body.aclose()
-        relay.abort()
+        if events is not None:
+            events.settle()
+        elif body is not None:
+            await body.aclose()
+            relay.abort()
         on_done(first_byte, relay.outcome or StreamOutcome.CLIENT_DISCONNECTED)

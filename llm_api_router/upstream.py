@@ -7,6 +7,7 @@ lifespan).  Unit tests inject an in-process transport instead.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping
 from types import TracebackType
 from typing import Protocol, Self
@@ -15,7 +16,11 @@ import aiohttp
 
 from llm_api_router.errors import map_client_error
 
-__all__ = ["AiohttpTransport", "Transport", "UpstreamResponse"]
+__all__ = ["END_GRACE", "AiohttpTransport", "Transport", "UpstreamResponse"]
+
+#: After the last event of a stream, how long the end of its HTTP body may take to arrive
+#: before the connection is closed instead of going back to the pool.
+END_GRACE = 1.0
 
 _BODYLESS = frozenset({"GET", "HEAD", "DELETE", "OPTIONS"})
 
@@ -43,6 +48,16 @@ class UpstreamResponse(Protocol):
         """Release the connection (drops it if the body was not read to the end)."""
         ...
 
+    def limit_wait(self, seconds: float) -> None:
+        """From now on, fail a wait for the next chunk after ``seconds`` instead of the
+        request's ``timeout`` (with UpstreamTimeout), e.g. once a stream has finished."""
+        ...
+
+    def release(self) -> None:
+        """Done with a body that ended well: keep the connection for another request if the
+        body's end arrives (at once), drop it otherwise.  Use ``close()`` on every other path."""
+        ...
+
 
 class Transport(Protocol):
     """Sends one request to an upstream.  Errors are raised as UpstreamTransportError."""
@@ -61,10 +76,17 @@ class Transport(Protocol):
 
 
 class _AiohttpResponse:
-    __slots__ = ("_response",)
+    """One aiohttp response.  A streamed body is read with one stall timer per response,
+    not aiohttp's ``sock_read`` timer, which is re-armed on every read from the socket."""
 
-    def __init__(self, response: aiohttp.ClientResponse) -> None:
+    __slots__ = ("_loop", "_response", "_timeout", "_waiting_since", "_watchdog")
+
+    def __init__(self, response: aiohttp.ClientResponse, timeout: float) -> None:
         self._response = response
+        self._timeout = timeout
+        self._loop: asyncio.AbstractEventLoop | None = None  # set once streaming starts
+        self._waiting_since: float | None = None
+        self._watchdog: asyncio.TimerHandle | None = None
 
     @property
     def status(self) -> int:
@@ -83,13 +105,69 @@ class _AiohttpResponse:
             self._response.release()
 
     async def next_chunk(self) -> bytes:
+        loop = self._loop
+        if loop is None:
+            loop = self._start_watchdog()
+        # The watchdog fails this wait if nothing arrives within the timeout.
+        self._waiting_since = loop.time()
         try:
-            return await self._response.content.readany()
+            chunk = await self._response.content.readany()
         except Exception as exc:
+            self._waiting_since = None
             raise map_client_error(exc) from exc
+        self._waiting_since = None
+        return chunk
 
     def close(self) -> None:
+        self._stop_watchdog()
         self._response.close()
+
+    def limit_wait(self, seconds: float) -> None:
+        loop = self._loop
+        if loop is None:
+            loop = self._start_watchdog()
+        self._timeout = min(self._timeout, seconds)
+        self._stop_watchdog()
+        self._watchdog = loop.call_at(loop.time() + self._timeout, self._check_stall)
+
+    def release(self) -> None:
+        self._stop_watchdog()
+        response = self._response
+        if response.content.is_eof():
+            response.release()
+        else:
+            # The last event came before the body's end (the last chunk of the chunked
+            # encoding).  aiohttp gives the connection back to the pool itself when that
+            # end arrives, which is normally at once; close it if it does not.
+            asyncio.get_running_loop().call_later(END_GRACE, response.close)
+
+    def _start_watchdog(self) -> asyncio.AbstractEventLoop:
+        """Replace aiohttp's per-read timer by ours for the rest of this body."""
+        loop = self._loop = asyncio.get_running_loop()
+        connection = self._response.connection
+        if connection is not None and connection.protocol is not None:
+            connection.protocol.read_timeout = None  # its next read stops re-arming it
+        self._watchdog = loop.call_at(loop.time() + self._timeout, self._check_stall)
+        return loop
+
+    def _check_stall(self) -> None:
+        """Fail the pending read if it has waited ``timeout``; else check again later."""
+        loop = self._loop
+        assert loop is not None
+        now = loop.time()
+        since = self._waiting_since
+        if since is not None and now - since >= self._timeout - 0.001:
+            self._watchdog = None
+            self._response.content.set_exception(aiohttp.ServerTimeoutError("stream stalled"))
+            return
+        self._watchdog = loop.call_at(
+            (now if since is None else since) + self._timeout, self._check_stall
+        )
+
+    def _stop_watchdog(self) -> None:
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            self._watchdog = None
 
 
 class AiohttpTransport:
@@ -158,4 +236,4 @@ class AiohttpTransport:
             )
         except Exception as exc:
             raise map_client_error(exc) from exc
-        return _AiohttpResponse(response)
+        return _AiohttpResponse(response, timeout)

@@ -48,6 +48,8 @@ class _Response:
             canned.chunks if canned.chunks is not None else [canned.body]
         )
         self.closed = False
+        self.released = False  # given back after a complete body (implies closed)
+        self.wait_limit: float | None = None
 
     @property
     def status(self) -> int:
@@ -76,6 +78,12 @@ class _Response:
 
     def close(self) -> None:
         self.closed = True
+
+    def release(self) -> None:
+        self.closed = self.released = True
+
+    def limit_wait(self, seconds: float) -> None:
+        self.wait_limit = seconds
 
 
 class ScriptedTransport:
