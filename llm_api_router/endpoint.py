@@ -24,7 +24,7 @@ from starlette.types import Receive, Scope, Send
 
 from llm_api_router.auth import RouterKeys
 from llm_api_router.catalog import ModelCatalog
-from llm_api_router.disconnect import ClientGone, unless_client_leaves
+from llm_api_router.disconnect import ClientGone, ClientWatch
 from llm_api_router.dispatch import Dispatcher, Reply
 from llm_api_router.errors import (
     AccountUnavailable,
@@ -105,8 +105,9 @@ class FamilyEndpoint:
         headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
         exchange = _Exchange(_request_id(headers), time.perf_counter())
         self._in_flight.inc()
+        watch = ClientWatch(receive)  # one watcher task for the dispatch and the stream
         try:
-            await self._answer(scope, headers, receive, send, exchange)
+            await self._answer(scope, headers, receive, send, exchange, watch)
         except ClientGone:
             exchange.status = CLIENT_CLOSED_REQUEST
             self._finish(exchange, None, "client_disconnected" if exchange.stream else None)
@@ -127,6 +128,8 @@ class FamilyEndpoint:
                 exchange.finished = True
                 self._in_flight.dec()
             raise
+        finally:
+            watch.close()
 
     async def _answer(
         self,
@@ -135,6 +138,7 @@ class FamilyEndpoint:
         receive: Receive,
         send: Send,
         exchange: _Exchange,
+        watch: ClientWatch,
     ) -> None:
         family = self._family
         try:
@@ -154,8 +158,8 @@ class FamilyEndpoint:
             forwarded = forward_request_headers(headers, family.private_request_headers)
             if operation.model_list:
                 await _read_body(headers, receive, self._max_body, json_only=False)
-                status, payload = await unless_client_leaves(
-                    receive, self._catalog.answer(path, raw_query, forwarded)
+                status, payload = await watch.guard(
+                    self._catalog.answer(path, raw_query, forwarded)
                 )
                 exchange.status = status
                 await _respond(send, status, [_JSON_CONTENT_TYPE, *self._id(exchange)], payload)
@@ -177,9 +181,7 @@ class FamilyEndpoint:
                 origin=_origin(scope, headers),
             )
             exchange.model, exchange.stream = chat.model, chat.stream
-            reply = await unless_client_leaves(
-                receive, self._dispatcher.dispatch(chat, forwarded, query)
-            )
+            reply = await watch.guard(self._dispatcher.dispatch(chat, forwarded, query))
         except RouterError as exc:
             status, raw_headers, payload = self._error(exchange, exc)
             await _respond(send, status, raw_headers, payload)
@@ -212,7 +214,7 @@ class FamilyEndpoint:
             self._finish(exchange, first_byte, outcome)
 
         await stream_to_client(
-            reply.relay, reply.status, raw_headers, receive, send, done, self._streams
+            reply.relay, reply.status, raw_headers, watch, send, done, self._streams
         )
 
     @staticmethod
