@@ -48,29 +48,98 @@ OTHER_CPU_WARN = 0.10  # rows during which other processes used more than this m
 # --------------------------------------------------------------------------- scenario model
 
 
+def sse_events(family: Family) -> list[str]:
+    """The events of the family's static stream, without their blank separator lines."""
+    text = (FIXTURES / family.sse_file).read_text()
+    return [e for e in text.split("\n\n") if e.strip()]
+
+
+def cut_chat(events: list[str]) -> list[str]:
+    """OpenAI chat: the role chunk, content chunks, the finish chunk, a usage chunk, [DONE]."""
+    first = json.loads(events[0].removeprefix("data: "))
+    usage = {
+        **{k: first[k] for k in ("id", "object", "created", "model", "system_fingerprint")},
+        "choices": [],
+        "usage": {"prompt_tokens": 19, "completion_tokens": 10, "total_tokens": 29},
+    }
+    tail = [events[-2], "data: " + json.dumps(usage, separators=(",", ":")), events[-1]]
+    return [events[0], *events[1 : PACED_EVENTS - len(tail)], *tail]
+
+
+def cut_messages(events: list[str]) -> list[str]:
+    """Anthropic: message_start, content_block_start, ping, deltas, content_block_stop,
+    message_delta, message_stop."""
+    tail = events[-3:]
+    return [events[0], *events[1 : PACED_EVENTS - len(tail)], *tail]
+
+
+def cut_responses(events: list[str]) -> list[str]:
+    """OpenAI Responses: response.created, response.in_progress, output_item.added,
+    content_part.added, text deltas, output_text.done, content_part.done, output_item.done,
+    response.completed; sequence numbers and the final texts made to match what is kept."""
+    tail = events[-4:]
+    kept = [events[0], *events[1 : PACED_EVENTS - len(tail)], *tail]
+    docs = [json.loads(e.split("data: ", 1)[1]) for e in kept]
+    text = "".join(d["delta"] for d in docs if d["type"] == "response.output_text.delta")
+    for i, doc in enumerate(docs):
+        doc["sequence_number"] = i
+        kind = doc["type"]
+        if kind == "response.output_text.done":
+            doc["text"] = text
+        elif kind == "response.content_part.done":
+            doc["part"]["text"] = text
+        elif kind == "response.output_item.done":
+            doc["item"]["content"][0]["text"] = text
+        elif kind == "response.completed":
+            doc["response"]["output"][0]["content"][0]["text"] = text
+    return [f"event: {d['type']}\ndata: {json.dumps(d, separators=(',', ':'))}" for d in docs]
+
+
 @dataclass(frozen=True)
 class Family:
+    """One API the bench drives: an endpoint of a provider family and its static answers.
+
+    ``provider`` is the router config's family key: the router gets one provider list per
+    provider family, and the same ``base_url`` serves every endpoint of it (the router appends
+    the operation's path), so a new endpoint is only a new entry here and its fixtures.
+    """
+
     name: str
     title: str
+    provider: str  # openai | anthropic
     upstream_path: str  # appended to the upstream prefix (/up, /upstream-stream, ...)
     router_path: str
     headers: tuple[str, ...]
     body: dict[str, Any]
-    json_file: str
-    sse_file: str
+    json_file: str  # the non-streaming answer ("": only measured streaming)
+    sse_file: str  # the streamed answer ("": the endpoint does not stream)
     limited_file: str
     response_headers: tuple[tuple[str, str], ...]
+    answer: tuple[str, str]  # (key, value) a non-streaming JSON answer must carry
+    stream_end: bytes  # what only a complete stream contains
+    stream_fields: tuple[tuple[str, Any], ...] = ()  # body fields added when streaming
+    paced_cut: Callable[[list[str]], list[str]] | None = None  # the paced stream's events
+    baseline: str = ""  # the non-streaming row whose CPU per request paced rows subtract
 
     def base_url(self, port: int, prefix: str) -> str:
-        """Provider base_url: the router appends /chat/completions (OpenAI), /v1/messages."""
-        if self.name == "openai":
+        """Provider base_url: the router appends /chat/completions, /responses, /embeddings
+        (OpenAI) or /v1/messages (Anthropic)."""
+        if self.provider == "openai":
             return f"http://{HOST}:{port}{prefix}/v1"
         return f"http://{HOST}:{port}{prefix}"
 
 
+OPENAI_HEADERS = (
+    ("x-request-id", "req_7f3c2a9b1e8d4c5fa0b6e2d9c1a3f5e7"),
+    ("openai-organization", "org-bench"),
+    ("openai-processing-ms", "312"),
+    ("openai-version", "2020-10-01"),
+    ("x-ratelimit-remaining-requests", "9999"),
+)
 OPENAI = Family(
     name="openai",
     title="OpenAI",
+    provider="openai",
     upstream_path="/v1/chat/completions",
     router_path="/openai/v1/chat/completions",
     headers=("Authorization: Bearer x",),
@@ -86,17 +155,17 @@ OPENAI = Family(
     json_file="openai_chat.json",
     sse_file="openai_chat_stream.sse",
     limited_file="openai_rate_limit.json",
-    response_headers=(
-        ("x-request-id", "req_7f3c2a9b1e8d4c5fa0b6e2d9c1a3f5e7"),
-        ("openai-organization", "org-bench"),
-        ("openai-processing-ms", "312"),
-        ("openai-version", "2020-10-01"),
-        ("x-ratelimit-remaining-requests", "9999"),
-    ),
+    response_headers=OPENAI_HEADERS,
+    answer=("object", "chat.completion"),
+    stream_end=b"data: [DONE]",
+    stream_fields=(("stream_options", {"include_usage": True}),),
+    paced_cut=cut_chat,
+    baseline="openai-32",
 )
 ANTHROPIC = Family(
     name="anthropic",
     title="Anthropic",
+    provider="anthropic",
     upstream_path="/v1/messages",
     router_path="/anthropic/v1/messages",
     headers=("x-api-key: x", "anthropic-version: 2023-06-01"),
@@ -112,34 +181,65 @@ ANTHROPIC = Family(
         ("request-id", "req_011CPbench7f3c2a9b1e8d4c5f"),
         ("anthropic-organization-id", "0b5c3e2a-bench-4f1d-9c7e-000000000000"),
     ),
+    answer=("type", "message"),
+    stream_end=b"event: message_stop",
+    paced_cut=cut_messages,
+    baseline="anthropic-32",
 )
-FAMILIES = (OPENAI, ANTHROPIC)
+OPENAI_RESPONSES = Family(
+    name="openai-responses",
+    title="OpenAI Responses",
+    provider="openai",
+    upstream_path="/v1/responses",
+    router_path="/openai/v1/responses",
+    headers=OPENAI.headers,
+    body={
+        "model": "gpt-4o-mini",
+        "instructions": "You are a helpful assistant.",
+        "input": "Say hello in one short sentence.",
+        "max_output_tokens": 64,
+        "temperature": 0.2,
+    },
+    json_file="",
+    sse_file="openai_responses_stream.sse",
+    limited_file="openai_rate_limit.json",
+    response_headers=OPENAI_HEADERS,
+    answer=("object", "response"),
+    stream_end=b"event: response.completed",  # a Responses stream has no [DONE]
+    paced_cut=cut_responses,
+    baseline="openai-32",  # chat's per-request cost: there is no non-streaming Responses row
+)
+OPENAI_EMBEDDINGS = Family(
+    name="openai-embeddings",
+    title="OpenAI embeddings",
+    provider="openai",
+    upstream_path="/v1/embeddings",
+    router_path="/openai/v1/embeddings",
+    headers=OPENAI.headers,
+    body={
+        "model": "text-embedding-3-small",
+        "input": "The food was delicious and the waiter was friendly.",
+        "encoding_format": "float",
+    },
+    json_file="openai_embeddings.json",
+    sse_file="",
+    limited_file="openai_rate_limit.json",
+    response_headers=OPENAI_HEADERS,
+    answer=("object", "list"),
+    stream_end=b"",
+)
+PROVIDERS = (OPENAI, ANTHROPIC)  # one provider list each in the router config
+FAMILIES = (OPENAI, ANTHROPIC, OPENAI_RESPONSES, OPENAI_EMBEDDINGS)  # every API driven
+PROVIDER_KEYS = {"openai": "sk-bench", "anthropic": "sk-ant-bench"}
 
 # Upstream URL prefixes (nginx cannot look into the JSON body, so the stream flag is a prefix).
 UP, STREAM, LIMITED, BACKUP, PACED = "/up", "/upstream-stream", "/limited", "/backup", "/paced"
 
 
 def paced_events(family: Family) -> list[str]:
-    """The PACED_EVENTS events of one paced stream, cut from the family's static stream.
-
-    OpenAI: the role chunk, content chunks, the finish chunk, a usage chunk, ``[DONE]``.
-    Anthropic: message_start, content_block_start, ping, deltas, content_block_stop,
-    message_delta, message_stop.
-    """
-    text = (FIXTURES / family.sse_file).read_text()
-    events = [e for e in text.split("\n\n") if e.strip()]
-    if family is OPENAI:
-        first = json.loads(events[0].removeprefix("data: "))
-        usage = {
-            **{k: first[k] for k in ("id", "object", "created", "model", "system_fingerprint")},
-            "choices": [],
-            "usage": {"prompt_tokens": 19, "completion_tokens": 10, "total_tokens": 29},
-        }
-        tail = [events[-2], "data: " + json.dumps(usage, separators=(",", ":")), events[-1]]
-    else:
-        tail = events[-3:]
-    middle = events[1 : PACED_EVENTS - len(tail)]
-    out = [events[0], *middle, *tail]
+    """The PACED_EVENTS events of one paced stream, cut from the family's static stream."""
+    assert family.paced_cut is not None, family.name
+    out = family.paced_cut(sse_events(family))
     assert len(out) == PACED_EVENTS, len(out)
     return out
 
@@ -196,7 +296,23 @@ SCENARIOS = (
         "limited",
         kind="fallback",
     ),
-    *(paced(fam, n) for fam in FAMILIES for n in (64, 256, 1024)),
+    Scenario(
+        "openai-responses-stream-32",
+        "OpenAI Responses streaming, 32 connections",
+        OPENAI_RESPONSES,
+        True,
+        32,
+        "stream",
+    ),
+    Scenario(
+        "openai-embeddings-32",
+        "OpenAI embeddings (non-streaming), 32 connections",
+        OPENAI_EMBEDDINGS,
+        False,
+        32,
+        "healthy",
+    ),
+    *(paced(fam, n) for fam in FAMILIES if fam.paced_cut for n in (64, 256, 1024)),
 )
 EXTRA_STEPS = ("startup",)
 
@@ -504,29 +620,35 @@ def upstream_conf(run_dir: Path, port: int) -> str:
         return "\n".join(lines)
 
     for fam in FAMILIES:
-        locations.append(
-            static(
-                UP + fam.upstream_path, fam.json_file, "application/json", fam.response_headers, ""
+        if fam.json_file:
+            locations.append(
+                static(
+                    UP + fam.upstream_path,
+                    fam.json_file,
+                    "application/json",
+                    fam.response_headers,
+                    "",
+                )
             )
-        )
-        locations.append(
-            static(
-                BACKUP + fam.upstream_path,
-                fam.json_file,
-                "application/json",
-                fam.response_headers,
-                f"access_log {logs}/backup.log hits;",
+            locations.append(
+                static(
+                    BACKUP + fam.upstream_path,
+                    fam.json_file,
+                    "application/json",
+                    fam.response_headers,
+                    f"access_log {logs}/backup.log hits;",
+                )
             )
-        )
-        locations.append(
-            static(
-                STREAM + fam.upstream_path,
-                fam.sse_file,
-                "text/event-stream",
-                fam.response_headers,
-                "",
+        if fam.sse_file:
+            locations.append(
+                static(
+                    STREAM + fam.upstream_path,
+                    fam.sse_file,
+                    "text/event-stream",
+                    fam.response_headers,
+                    "",
+                )
             )
-        )
         body = json.dumps(json.loads((FIXTURES / fam.limited_file).read_text()))
         locations.append(
             "\n".join(
@@ -540,7 +662,7 @@ def upstream_conf(run_dir: Path, port: int) -> str:
                 ]
             )
         )
-        if ECHO_MODULE.exists():
+        if ECHO_MODULE.exists() and fam.paced_cut is not None:
             locations.append(paced_location(fam))
     return (
         head
@@ -710,8 +832,7 @@ class Bench:
             body = dict(family.body)
             if stream:
                 body["stream"] = True
-                if family is OPENAI:
-                    body["stream_options"] = {"include_usage": True}
+                body.update(family.stream_fields)
             path = self.run_dir / "bodies" / f"{family.name}{'-stream' if stream else ''}.json"
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(json.dumps(body, separators=(",", ":")))
@@ -774,8 +895,8 @@ class Bench:
     def router_config(self, group: str) -> Path:
         up = self.s.port("upstream")
         cfg: dict[str, list[dict[str, Any]]] = {}
-        for fam in FAMILIES:
-            key = "sk-bench" if fam is OPENAI else "sk-ant-bench"
+        for fam in PROVIDERS:
+            key = PROVIDER_KEYS[fam.provider]
 
             def provider(
                 name: str, prio: int, prefix: str, fam: Family = fam, key: str = key
@@ -790,10 +911,13 @@ class Bench:
                 }
 
             if group == "limited":
-                cfg[fam.name] = [provider("primary", 1, LIMITED), provider("backup", 2, BACKUP)]
+                cfg[fam.provider] = [
+                    provider("primary", 1, LIMITED),
+                    provider("backup", 2, BACKUP),
+                ]
             else:
                 prefix = {"stream": STREAM, "paced": PACED}.get(group, UP)
-                cfg[fam.name] = [provider("primary", 1, prefix)]
+                cfg[fam.provider] = [provider("primary", 1, prefix)]
         path = self.run_dir / f"router-{group}.json"
         path.write_text(json.dumps(cfg, indent=2) + "\n")
         return path
@@ -882,20 +1006,18 @@ class Bench:
         if status != 200:
             return f"preflight HTTP {status}: {snippet}"
         if scenario.stream:
-            end = b"data: [DONE]" if scenario.family is OPENAI else b"event: message_stop"
             events = data.count(b"data:")
-            if end not in data or events < (PACED_EVENTS if scenario.kind == "paced" else 15):
+            if scenario.family.stream_end not in data or events < (
+                PACED_EVENTS if scenario.kind == "paced" else 15
+            ):
                 return f"preflight stream incomplete ({events} data lines): {snippet}"
             return ""
         try:
             doc = json.loads(data)
         except ValueError:
             return f"preflight body is not JSON: {snippet}"
-        good = (
-            doc.get("object") == "chat.completion"
-            if scenario.family is OPENAI
-            else doc.get("type") == "message"
-        )
+        key, value = scenario.family.answer
+        good = isinstance(doc, dict) and doc.get(key) == value
         return "" if good else f"preflight unexpected body: {snippet}"
 
     def wrk(
@@ -1437,7 +1559,7 @@ class Report:
         """CPU µs per relayed event: (CPU per stream - CPU per non-streaming request of the
         same family and system, this run) / events per stream."""
         r = self.row(sc.name, system)
-        base = self.row(f"{sc.family.name}-32", system)
+        base = self.row(sc.family.baseline, system)
         if r is None or base is None:
             return None
         stream, request = r.extra.get("cpu_us_per_request"), base.extra.get("cpu_us_per_request")
@@ -1453,7 +1575,7 @@ class Report:
             f"Upstream: nginx's echo module sends {PACED_EVENTS} events {PACED_INTERVAL * 1000:g} "
             f"ms apart (`{PACED}{sc.family.upstream_path}`); wrk keeps {sc.connections:,} streams "
             "open (closed loop), latency = whole stream. *CPU µs/event* = (CPU µs per stream "
-            f"- CPU µs per request of this system's `{sc.family.name}-32` row) / {PACED_EVENTS}. "
+            f"- CPU µs per request of this system's `{sc.family.baseline}` row) / {PACED_EVENTS}. "
             f"*RSS open* = RSS half-way through the run, with {sc.connections:,} streams open. "
             "*upstream CPU*: the pacing nginx (shares CPU 1 with wrk; must stay far from 100%).",
             "",
