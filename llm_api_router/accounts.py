@@ -28,6 +28,8 @@ __all__ = ["ACCOUNT_MARKS", "RATE_LIMITS", "Accounts", "SESSION_HEADERS"]
 RATE_LIMITS = frozenset({"rate_limited", "overloaded"})
 #: Outcomes that take the whole account out (no credit).
 ACCOUNT_MARKS = frozenset({"quota_exhausted", "payment_required"})
+#: Scope names kept ready at most (then the cache starts over).
+_MAX_SCOPE_NAMES = 4096
 #: Headers that name a conversation, first present wins (then the body's fields).
 SESSION_HEADERS = ("x-claude-code-session-id", "session_id", "conversation_id")
 
@@ -35,12 +37,14 @@ SESSION_HEADERS = ("x-claude-code-session-id", "session_id", "conversation_id")
 class Accounts:
     """SPEC section 10 for one family, over the shared state."""
 
-    __slots__ = ("_family", "_prefix", "_state")
+    __slots__ = ("_family", "_prefix", "_scopes", "_state")
 
     def __init__(self, family: ApiFamily, state: SharedState) -> None:
         self._family = family
         self._state = state
         self._prefix = family.name
+        # Scope names by (provider, model, limit class, pinned): built once, not per request.
+        self._scopes: dict[tuple[str, str | None, LimitClass, bool], tuple[str, str]] = {}
 
     # -- scopes ---------------------------------------------------------------------------
 
@@ -61,18 +65,23 @@ class Accounts:
         a sibling key: keys of one account can sit in projects with limits of their own,
         and no other account can answer it.  Only the key that was limited waits then.
         """
-        state = self._state
+        until = self._state.cooldown_until
+        scopes = self._scopes
 
         def ready(candidate: Candidate) -> float:
             provider, model = candidate.provider, candidate.upstream_model
-            scope = (
-                self.key_scope(provider, model, limit)
-                if pinned
-                else self.limit_scope(provider, model, limit)
-            )
-            return max(
-                state.cooldown_until(scope), state.cooldown_until(self.account_scope(provider))
-            )
+            key = (provider.name, model, limit, pinned)
+            names = scopes.get(key)
+            if names is None:
+                if len(scopes) >= _MAX_SCOPE_NAMES:
+                    scopes.clear()  # client model names are open-ended: stay bounded
+                scope = (
+                    self.key_scope(provider, model, limit)
+                    if pinned
+                    else self.limit_scope(provider, model, limit)
+                )
+                names = scopes[key] = (scope, self.account_scope(provider))
+            return max(until(names[0]), until(names[1]))
 
         return ready
 

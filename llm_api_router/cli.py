@@ -205,6 +205,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         if metrics_dir is not None:
             shutil.rmtree(metrics_dir, ignore_errors=True)
+            os.environ.pop(MULTIPROC_ENV, None)  # it names the directory just removed
     return EXIT_OK
 
 

@@ -88,7 +88,7 @@ class StreamReply:
     pinned: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class _Call:
     """How one request is routed: its plan and what its attempts are judged by."""
 
@@ -302,7 +302,10 @@ class Dispatcher:
                 f"{family.name} provider.",
                 "model_not_found",
             )
-        is_open = any(ready_at(c, limits) <= now and c.health.is_available(now) for c in plan)
+        # The plan holds every available provider, or only the one ready first when none is.
+        is_open = len(plan) > 1 or (
+            ready_at(plan[0], limits) <= now and plan[0].health.is_available(now)
+        )
         if owner is not None and pinned is not None and not is_open:
             rate_limited = any(limits(c) > now or c.health.ready_at() > now for c in plan)
             retry_after = (
@@ -627,8 +630,7 @@ class _ScrubbedResponse:
         return self._response.headers
 
     async def read(self) -> bytes:
-        data = await self._response.read()
-        return self._scrub.feed(data) + self._scrub.flush()
+        return self._scrub.whole(await self._response.read())
 
     async def next_chunk(self) -> bytes:
         scrub = self._scrub

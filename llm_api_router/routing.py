@@ -136,7 +136,9 @@ class RoutingPolicy:
         if not serving:
             return []
         available = [
-            c for c in serving if ready_at(c, limits) <= now and c.health.is_available(now)
+            c
+            for c in serving
+            if c.health.is_available(now) and (limits is None or limits(c) <= now)
         ]
         if not available:
             return [min(serving, key=lambda c: ready_at(c, limits))]

@@ -24,12 +24,16 @@ _SEAM = 2
 class SecretScrubber:
     """Replaces the given secrets in bytes; one instance serves the whole app."""
 
-    __slots__ = ("_keys", "_redactor")
+    __slots__ = ("_key_bytes", "_key_texts", "_keys", "_redactor")
 
     def __init__(self, secrets: Iterable[str]) -> None:
         unique = {s for s in secrets if s}
         self._keys = tuple(sorted((s.encode() for s in unique), key=len, reverse=True))
+        self._key_texts = tuple(sorted(unique, key=len, reverse=True))
         self._redactor = SecretRedactor(unique)
+        # Every byte value some key contains: a read ending in any other byte (an SSE event
+        # ends in a newline) cannot end with the start of a key.
+        self._key_bytes = frozenset(b for key in self._keys for b in key)
 
     def __bool__(self) -> bool:
         return bool(self._keys)
@@ -43,10 +47,15 @@ class SecretScrubber:
 
     def scrub_text(self, text: str) -> str:
         """The same for a header value or other text."""
-        return self._redactor(text) if self._keys else text
+        for key in self._key_texts:
+            if key in text:
+                return self._redactor(text)
+        return text
 
     def held_suffix(self, data: bytes) -> int:
         """How many trailing bytes could be the start of a secret split across reads."""
+        if not data or data[-1] not in self._key_bytes:
+            return 0  # the usual case, decided by one byte
         hold = 0
         tail_start = max(0, len(data) - len(self._keys[0])) if self._keys else len(data)
         for key in self._keys:
@@ -78,6 +87,10 @@ class StreamScrubber:
         self._scrubber = scrubber
         self._held = b""
         self._prev = b""  # the last bytes sent: tell a token boundary at the seam
+
+    def whole(self, data: bytes) -> bytes:
+        """A whole body, read at once: nothing to hold back."""
+        return self._scrubber.scrub(data)
 
     def feed(self, chunk: bytes) -> bytes:
         data = self._held + chunk if self._held else chunk
