@@ -89,9 +89,11 @@ def redis_command(port: int, work: Path) -> list[str]:
     ]
 
 
-def router_command(config: Path, port: int) -> list[str]:
-    """One router process (``main.py``) on 127.0.0.1:``port``."""
+def router_command(config: Path, port: int, cpu: int | None = None) -> list[str]:
+    """One router process (``main.py``) on 127.0.0.1:``port``, pinned to ``cpu`` if given."""
+    pin = ["taskset", "-c", str(cpu)] if cpu is not None and shutil.which("taskset") else []
     return [
+        *pin,
         sys.executable,
         "main.py",
         "--config",
