@@ -589,20 +589,40 @@ def render(results: dict[str, Any], args: argparse.Namespace) -> str:
         "- CPU % columns: share of one core over the measured part; `bench` is this process,"
         " the load generator and the fake upstream together.",
         "",
-        "## 1. Discovery: primary always 429, two instances",
-        "",
-        *discovery_rows(results["discovery"], args.cooldown),
-        "",
-        "## 2. Redis stopped under load",
-        "",
-        *outage_rows(results["outage"], args),
-        "",
-        "## 3. Hot-path cost of Redis",
-        "",
-        *hot_rows(results["hot_path"], args),
-        "",
     ]
-    return "\n".join(lines)
+    if "discovery" in results:
+        lines += ["", "## 1. Discovery: primary always 429, two instances", ""]
+        lines += discovery_rows(results["discovery"], args.cooldown)
+        lines += ["", "## 2. Redis stopped under load", ""]
+        lines += outage_rows(results["outage"], args)
+    if "hot_path" in results:
+        lines += ["", "## 3. Hot-path cost of Redis", ""]
+        lines += hot_rows(results["hot_path"], args)
+    return "\n".join([*lines, ""])
+
+
+def fleet_steps(fleet: Fleet, args: argparse.Namespace, config: dict[str, Any]) -> dict[str, Any]:
+    """Steps 1 and 2: discovery with Redis, the outage on the same two instances, discovery
+    without Redis."""
+    counts = [int(c) for c in args.discovery_connections.split(",")]
+    rows: dict[str, dict[str, Any]] = {}
+    print("1. discovery with Redis ...", flush=True)
+    nodes = fleet.routers(config, 2)
+    for concurrency in counts:
+        time.sleep(args.cooldown)  # the last row's cooldown runs out
+        rows[f"Redis, {concurrency}"] = discovery(fleet, args, nodes, concurrency)
+    print("2. Redis stopped under load ...", flush=True)
+    outage_row = outage(fleet, args, nodes)
+    for node in nodes:
+        stop(node.proc)
+    print("1. discovery without Redis ...", flush=True)
+    nodes = fleet.routers(two_providers(fleet.fake, None), 2)
+    for concurrency in counts:
+        time.sleep(args.cooldown)
+        rows[f"no Redis, {concurrency}"] = discovery(fleet, args, nodes, concurrency)
+    for node in nodes:
+        stop(node.proc)
+    return {"discovery": rows, "outage": outage_row}
 
 
 def main() -> int:
@@ -628,6 +648,11 @@ def main() -> int:
         action="store_false",
         help="hot path: do not pin the routers to CPU 0 (and this process to the others)",
     )
+    parser.add_argument(
+        "--steps",
+        default="fleet,hot",
+        help="fleet (1 and 2: discovery, outage), hot (3: hot path); to repeat a noisy step",
+    )
     parser.add_argument("--report", type=Path, default=ROOT / "bench" / "FLEET.md")
     args = parser.parse_args()
     results: dict[str, Any] = {
@@ -645,33 +670,17 @@ def main() -> int:
         fake.set_default("primary", rate_limited(retry_after=args.cooldown))
         config = two_providers(fake, fleet.redis_port)
         config["state"]["key_prefix"] = "llm-router-bench-fleet:"
-        counts = [int(c) for c in args.discovery_connections.split(",")]
-        rows: dict[str, dict[str, Any]] = {}
-        print("1. discovery with Redis ...", flush=True)
-        nodes = fleet.routers(config, 2)
-        for concurrency in counts:
-            time.sleep(args.cooldown)  # the last row's cooldown runs out
-            rows[f"Redis, {concurrency}"] = discovery(fleet, args, nodes, concurrency)
-        print("2. Redis stopped under load ...", flush=True)
-        results["outage"] = outage(fleet, args, nodes)
-        for node in nodes:
-            stop(node.proc)
-        print("1. discovery without Redis ...", flush=True)
-        nodes = fleet.routers(two_providers(fake, None), 2)
-        for concurrency in counts:
-            time.sleep(args.cooldown)
-            rows[f"no Redis, {concurrency}"] = discovery(fleet, args, nodes, concurrency)
-        for node in nodes:
-            stop(node.proc)
-        results["discovery"] = rows
-        print("3. hot path ...", flush=True)
-        if args.pin and (os.cpu_count() or 1) > 1 and shutil.which("taskset"):
-            others = set(range(1, os.cpu_count() or 2))
-            for task in Path("/proc/self/task").iterdir():  # every thread: the fake's too
-                os.sched_setaffinity(int(task.name), others)
-        else:
-            args.pin = False
-        results["hot_path"] = hot_path(fleet, args)
+        if "fleet" in args.steps:
+            results.update(fleet_steps(fleet, args, config))
+        if "hot" in args.steps:
+            print("3. hot path ...", flush=True)
+            if args.pin and (os.cpu_count() or 1) > 1 and shutil.which("taskset"):
+                others = set(range(1, os.cpu_count() or 2))
+                for task in Path("/proc/self/task").iterdir():  # every thread: the fake's too
+                    os.sched_setaffinity(int(task.name), others)
+            else:
+                args.pin = False
+            results["hot_path"] = hot_path(fleet, args)
     results["uptime_end"] = uptime()
     report = render(results, args)
     print(report)
