@@ -17,53 +17,25 @@ import contextlib
 import json
 import os
 import shutil
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+from fleet_common import (
+    BODY,
+    free_port,
+    percentile,
+    process,
+    redis_command,
+    router_command,
+    two_providers,
+    wait_ready,
+)
 
 from llm_api_router.fake_upstream import FakeUpstreamThread, rate_limited
-
-ROOT = Path(__file__).resolve().parents[1]
-BODY = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-@contextlib.contextmanager
-def process(args: list[str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
-    with log.open("wb") as out:
-        proc = subprocess.Popen(args, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
-        try:
-            yield proc
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(5)
-
-
-def wait_ready(url: str, client: httpx.Client) -> None:
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        with contextlib.suppress(httpx.TransportError):
-            if client.get(url).status_code == 200:
-                return
-        time.sleep(0.05)
-    raise SystemExit(f"{url} did not answer in time")
 
 
 def state_of(client: httpx.Client, url: str) -> str:
@@ -71,63 +43,24 @@ def state_of(client: httpx.Client, url: str) -> str:
     return str(next(r["state"] for r in rows if r["name"] == "primary"))
 
 
-def percentile(values: list[float], share: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(share * (len(ordered) - 1)))]
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=200)
     parser.add_argument("--cooldown-ms", type=int, default=300)
     args = parser.parse_args()
-    binary = shutil.which("redis-server")
-    if binary is None:
-        raise SystemExit("redis-server is not installed (apt-get install -y redis-server)")
     work = Path(tempfile.mkdtemp(prefix="llm-router-propagation-"))
     redis_port = free_port()
     with contextlib.ExitStack() as stack:
         stack.callback(shutil.rmtree, work, True)
-        stack.enter_context(
-            process(
-                [
-                    binary,
-                    *("--port", str(redis_port), "--bind", "127.0.0.1"),
-                    *("--save", "", "--appendonly", "no", "--dir", str(work)),
-                ],
-                work / "redis.log",
-            )
-        )
+        stack.enter_context(process(redis_command(redis_port, work), work / "redis.log"))
         fake = stack.enter_context(FakeUpstreamThread())
-        config = {
-            "openai": [
-                {
-                    "name": name,
-                    "api_key": f"sk-bench-{name}",
-                    "base_url": fake.base_url(name, "openai"),
-                    "priority": priority,
-                    "max_retries": 0,
-                }
-                for name, priority in (("primary", 1), ("backup", 2))
-            ],
-            "state": {"redis_url": f"redis://127.0.0.1:{redis_port}/0"},
-        }
-        (work / "config.json").write_text(json.dumps(config))
+        (work / "config.json").write_text(json.dumps(two_providers(fake, redis_port)))
         client = stack.enter_context(httpx.Client(timeout=10))
         urls = []
         for index in range(2):
             port = free_port()
             stack.enter_context(
-                process(
-                    [
-                        sys.executable,
-                        "main.py",
-                        "--config",
-                        str(work / "config.json"),
-                        *("--port", str(port), "--log-level", "warning"),
-                    ],
-                    work / f"router-{index}.log",
-                )
+                process(router_command(work / "config.json", port), work / f"router-{index}.log")
             )
             urls.append(f"http://127.0.0.1:{port}")
         for url in urls:
