@@ -15,7 +15,8 @@ turns that into decisions the dispatcher applies, reading and writing only throu
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
 
 from llm_api_router.config import ProviderConfig
 from llm_api_router.families import ApiFamily, ChatRequest, LimitClass
@@ -28,6 +29,8 @@ __all__ = ["ACCOUNT_MARKS", "RATE_LIMITS", "Accounts", "SESSION_HEADERS"]
 RATE_LIMITS = frozenset({"rate_limited", "overloaded"})
 #: Outcomes that take the whole account out (no credit).
 ACCOUNT_MARKS = frozenset({"quota_exhausted", "payment_required"})
+#: How long other requests wait while one tries an account again after its limit.
+_RETRY_WAIT = 0.05
 #: Scope names kept ready at most (then the cache starts over).
 _MAX_SCOPE_NAMES = 4096
 #: Headers that name a conversation, first present wins (then the body's fields).
@@ -37,11 +40,14 @@ SESSION_HEADERS = ("x-claude-code-session-id", "session_id", "conversation_id")
 class Accounts:
     """SPEC section 10 for one family, over the shared state."""
 
-    __slots__ = ("_family", "_prefix", "_scopes", "_state")
+    __slots__ = ("_clock", "_family", "_prefix", "_scopes", "_state")
 
-    def __init__(self, family: ApiFamily, state: SharedState) -> None:
+    def __init__(
+        self, family: ApiFamily, state: SharedState, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self._family = family
         self._state = state
+        self._clock = clock
         self._prefix = family.name
         # Scope names by (provider, model, limit class, pinned): built once, not per request.
         self._scopes: dict[tuple[str, str | None, LimitClass, bool], tuple[str, str]] = {}
@@ -65,8 +71,8 @@ class Accounts:
         a sibling key: keys of one account can sit in projects with limits of their own,
         and no other account can answer it.  Only the key that was limited waits then.
         """
-        until = self._state.cooldown_until
-        scopes = self._scopes
+        state = self._state
+        until, scopes, clock = state.cooldown_until, self._scopes, self._clock
 
         def ready(candidate: Candidate) -> float:
             provider, model = candidate.provider, candidate.upstream_model
@@ -81,9 +87,21 @@ class Accounts:
                     else self.limit_scope(provider, model, limit)
                 )
                 names = scopes[key] = (scope, self.account_scope(provider))
-            return max(until(names[0]), until(names[1]))
+            deadline = max(until(names[0]), until(names[1]))
+            if not pinned and state.circuit(names[0]) is not None:
+                now = clock()
+                if deadline <= now and not state.probe_available(names[0], now):
+                    # The limit is over, and another request (of any instance) is trying
+                    # the account again: the others wait for its answer, a moment.
+                    return now + _RETRY_WAIT
+            return deadline
 
         return ready
+
+    def retry_gate(self, candidate: Candidate, limit: LimitClass) -> str | None:
+        """The scope whose one retry after a rate limit this attempt must claim, if any."""
+        scope = self.limit_scope(candidate.provider, candidate.upstream_model, limit)
+        return scope if self._state.circuit(scope) is not None else None
 
     def cool_down(
         self, candidate: Candidate, limit: LimitClass, outcome: str, until: float
@@ -91,8 +109,12 @@ class Accounts:
         """Apply a cooldown verdict at the scope it limits; False: it is the key's own."""
         provider, model = candidate.provider, candidate.upstream_model
         if outcome in RATE_LIMITS:
-            self._state.extend_cooldown(self.limit_scope(provider, model, limit), until)
+            scope = self.limit_scope(provider, model, limit)
+            self._state.extend_cooldown(scope, until)
             self._state.extend_cooldown(self.key_scope(provider, model, limit), until)
+            # When it ends, one request of the whole fleet tries the account again (the
+            # circuit machinery's half-open probe), not every request in flight at once.
+            self._state.open_circuit(scope, until)
         elif outcome in ACCOUNT_MARKS:
             self._state.extend_cooldown(self.account_scope(provider), until)
         else:
@@ -166,6 +188,14 @@ class Accounts:
 
     def preferred(self, session: str | None) -> str | None:
         return None if session is None else self._state.session_provider(session)
+
+    def retried(self, gate: str, rate_limited: bool) -> None:
+        """The answer to the one retry of ``gate``: a new limit re-opened it already."""
+        if not rate_limited:
+            self._state.close_circuit(gate)
+
+    def release(self, gate: str) -> None:
+        self._state.release_probe(gate)
 
     def remember(self, session: str | None, provider: str, preferred: str | None) -> None:
         if session is not None and provider != preferred:

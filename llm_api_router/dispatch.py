@@ -137,7 +137,8 @@ class Dispatcher:
         self._rotation = 0
         # One state for every provider of the family (an in-process one in unit tests).
         state = state if state is not None else LocalState(clock=clock)
-        self._accounts = Accounts(family, state)
+        self._state = state
+        self._accounts = Accounts(family, state, clock)
         self.providers: tuple[tuple[ProviderConfig, ProviderHealth], ...] = tuple(
             (
                 provider,
@@ -177,6 +178,7 @@ class Dispatcher:
                 "no_provider",
             )
         call = self._route(request, client_headers, eligible)
+        accounts = self._accounts
         path = request.path or family.chat_path
         attempts: list[AttemptRecord] = []
         only_rate_limits, rate_limited = True, False
@@ -185,7 +187,14 @@ class Dispatcher:
             health = candidate.health
             if call.open and ready_at(candidate, call.limits) > self._clock():
                 continue  # a sibling key of its account was just rate limited for this
+            gate = None if call.owner is not None else accounts.retry_gate(candidate, call.limit)
+            if gate is not None and not self._state.claim_probe(gate, self._clock()):
+                if call.open:
+                    continue  # another request is trying this account again after its limit
+                gate = None  # the last resort is tried all the same
             if not health.begin_attempt(self._clock()):
+                if gate is not None:
+                    accounts.release(gate)
                 continue  # another request is probing this provider's circuit
             provider = candidate.provider
             url = family.upstream_url(provider.base_url, path, query)
@@ -202,12 +211,17 @@ class Dispatcher:
                     )
                 except BaseException:
                     health.release()  # cancelled (client gone): no verdict on the provider
+                    if gate is not None:
+                        accounts.release(gate)
                     raise
                 status = answer.status if answer is not None else None
                 attempts.append(
                     AttemptRecord(provider.name, verdict.outcome, status, self._clock() - started)
                 )
                 self._record(candidate, verdict, call)
+                if gate is not None:
+                    accounts.retried(gate, verdict.rate_limited)
+                    gate = None
                 if verdict.action is Action.RETURN and answer is not None:
                     return self._answered(answer, attempts, candidate, call)
                 if verdict.outcome == _NOT_FOUND_OUTCOME:

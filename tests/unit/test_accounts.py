@@ -120,3 +120,50 @@ def test_sessions_come_from_headers_then_the_body_and_are_hashed() -> None:
         {"x-claude-code-session-id": "abc", "session_id": "zzz"}, plain  # type: ignore[arg-type]
     )
     assert claude == by_header
+
+
+async def test_when_a_limit_ends_one_request_tries_the_account_again() -> None:
+    import asyncio
+
+    from llm_api_router.dispatch import Dispatcher
+
+    from .fakes import Canned, ScriptedTransport
+
+    config = RouterConfig.from_dict(
+        {
+            "openai": [
+                {"name": "a1", "account": "A", "api_key": "k1", "base_url": "http://a1"},
+                {"name": "b1", "api_key": "k3", "base_url": "http://b1", "priority": 2},
+            ]
+        }
+    )
+    clock = ManualClock(100.0)
+    gate = asyncio.Event()
+
+    class Slow(ScriptedTransport):
+        async def request(self, url: str, *args: object, **kwargs: object) -> object:
+            if url.startswith("http://a1") and len(self.sent) > 1:
+                await gate.wait()  # the retry of account A is still on its way
+            return await super().request(url, *args, **kwargs)  # type: ignore[arg-type]
+
+    transport = Slow()
+    dispatcher = Dispatcher(OPENAI, config.openai, config.settings, transport, clock=clock)
+    body = orjson.dumps({"model": "m", "messages": []})
+
+    async def ask() -> str:
+        reply = await dispatcher.dispatch(OPENAI.parse_request(body), {}, "")
+        return reply.provider
+
+    transport.script("http://a1", Canned(429, b"{}", {"retry-after": "5"}))
+    assert await ask() == "b1"  # A is limited: its one call, then B
+    clock.advance(6)  # the limit is over
+    first = asyncio.create_task(ask())  # this one tries A again ...
+    await asyncio.sleep(0)
+    # ... while these go to B meanwhile (without the one-retry rule they would wait on A).
+    others = [await asyncio.wait_for(ask(), 2) for _ in range(3)]
+    assert others == ["b1"] * 3
+    gate.set()
+    assert await first == "a1"
+    assert await ask() == "a1"  # A answered: it is back for everyone
+    hosts = transport.hosts()
+    assert hosts.count("a1") == 3  # the 429, the one retry, the request after it
