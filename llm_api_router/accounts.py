@@ -72,25 +72,14 @@ class Accounts:
         and no other account can answer it.  Only the key that was limited waits then.
         """
         state = self._state
-        until, scopes, clock = state.cooldown_until, self._scopes, self._clock
+        until, clock, names_of = state.cooldown_until, self._clock, self._names
 
         def ready(candidate: Candidate) -> float:
-            provider, model = candidate.provider, candidate.upstream_model
-            key = (provider.name, model, limit, pinned)
-            names = scopes.get(key)
-            if names is None:
-                if len(scopes) >= _MAX_SCOPE_NAMES:
-                    scopes.clear()  # client model names are open-ended: stay bounded
-                scope = (
-                    self.key_scope(provider, model, limit)
-                    if pinned
-                    else self.limit_scope(provider, model, limit)
-                )
-                names = scopes[key] = (scope, self.account_scope(provider))
-            deadline = max(until(names[0]), until(names[1]))
-            if not pinned and state.circuit(names[0]) is not None:
+            scope, account = names_of(candidate, limit, pinned)
+            deadline = max(until(scope), until(account))
+            if not pinned and state.circuit(scope) is not None:
                 now = clock()
-                if deadline <= now and not state.probe_available(names[0], now):
+                if deadline <= now and not state.probe_available(scope, now):
                     # The limit is over, and another request (of any instance) is trying
                     # the account again: the others wait for its answer, a moment.
                     return now + _RETRY_WAIT
@@ -100,8 +89,24 @@ class Accounts:
 
     def retry_gate(self, candidate: Candidate, limit: LimitClass) -> str | None:
         """The scope whose one retry after a rate limit this attempt must claim, if any."""
-        scope = self.limit_scope(candidate.provider, candidate.upstream_model, limit)
+        scope = self._names(candidate, limit, False)[0]
         return scope if self._state.circuit(scope) is not None else None
+
+    def _names(self, candidate: Candidate, limit: LimitClass, pinned: bool) -> tuple[str, str]:
+        """The scope names of ``candidate``'s limit and of its account, built once."""
+        provider, model = candidate.provider, candidate.upstream_model
+        key = (provider.name, model, limit, pinned)
+        names = self._scopes.get(key)
+        if names is None:
+            if len(self._scopes) >= _MAX_SCOPE_NAMES:
+                self._scopes.clear()  # client model names are open-ended: stay bounded
+            scope = (
+                self.key_scope(provider, model, limit)
+                if pinned
+                else self.limit_scope(provider, model, limit)
+            )
+            names = self._scopes[key] = (scope, self.account_scope(provider))
+        return names
 
     def cool_down(
         self, candidate: Candidate, limit: LimitClass, outcome: str, until: float

@@ -183,9 +183,9 @@ class Dispatcher:
         attempts: list[AttemptRecord] = []
         only_rate_limits, rate_limited = True, False
         not_found: Reply | None = None
-        for candidate in call.plan:
+        for index, candidate in enumerate(call.plan):
             health = candidate.health
-            if call.open and ready_at(candidate, call.limits) > self._clock():
+            if index and call.open and ready_at(candidate, call.limits) > self._clock():
                 continue  # a sibling key of its account was just rate limited for this
             gate = None if call.owner is not None else accounts.retry_gate(candidate, call.limit)
             if gate is not None and not self._state.claim_probe(gate, self._clock()):

@@ -45,6 +45,10 @@ class SecretScrubber:
                 return self._redactor.scrub_bytes(data)
         return data
 
+    def holds_key(self, data: bytes) -> bool:
+        """Whether the text of some key appears in ``data`` (the rule then decides)."""
+        return any(key in data for key in self._keys)
+
     def scrub_text(self, text: str) -> str:
         """The same for a header value or other text."""
         for key in self._key_texts:
@@ -104,6 +108,11 @@ class StreamScrubber:
 
     def _emit(self, data: bytes) -> bytes:
         if not data:
+            return data
+        if not self._scrubber.holds_key(data):
+            # No key in it, and none can straddle the seam: what was sent never ends with
+            # the start of a key (that part is held back).
+            self._prev = data[-_SEAM:]
             return data
         prev = self._prev
         self._prev = (prev + data)[-_SEAM:]
