@@ -42,7 +42,7 @@ from llm_api_router.routing import (
     Verdict,
     ready_at,
 )
-from llm_api_router.scrub import SecretScrubber, StreamScrubber
+from llm_api_router.scrub import ScrubbedResponse, SecretScrubber
 from llm_api_router.sse import SSEDecoder, SSEEvent, SSEEventTooLarge
 from llm_api_router.state import LocalState, SharedState
 from llm_api_router.streaming import RawRelay, StreamOutcome, StreamRelay
@@ -577,7 +577,7 @@ class Dispatcher:
         return headers
 
     def _scrubbed(self, response: UpstreamResponse) -> UpstreamResponse:
-        return _ScrubbedResponse(response, self._scrubber.stream()) if self._scrubber else response
+        return ScrubbedResponse(response, self._scrubber.stream()) if self._scrubber else response
 
     @staticmethod
     def _body_for(request: ChatRequest, upstream_model: str | None) -> bytes:
@@ -624,43 +624,3 @@ async def _first_events(
             return events
         if held > MAX_PREAMBLE_BYTES and any(not e.is_comment for e in events):
             return events
-
-
-class _ScrubbedResponse:
-    """An upstream response whose body comes back with every provider key masked."""
-
-    __slots__ = ("_response", "_scrub")
-
-    def __init__(self, response: UpstreamResponse, scrub: StreamScrubber) -> None:
-        self._response = response
-        self._scrub = scrub
-
-    @property
-    def status(self) -> int:
-        return self._response.status
-
-    @property
-    def headers(self) -> Mapping[str, str]:
-        return self._response.headers
-
-    async def read(self) -> bytes:
-        return self._scrub.whole(await self._response.read())
-
-    async def next_chunk(self) -> bytes:
-        scrub = self._scrub
-        while True:
-            chunk = await self._response.next_chunk()
-            if not chunk:
-                return scrub.flush()
-            out = scrub.feed(chunk)
-            if out:
-                return out
-
-    def close(self) -> None:
-        self._response.close()
-
-    def release(self) -> None:
-        self._response.release()
-
-    def limit_wait(self, seconds: float) -> None:
-        self._response.limit_wait(seconds)

@@ -10,11 +10,12 @@ usual chunk that holds no key, and a key split across two reads still being foun
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 from llm_api_router.redaction import MIN_SUBSTRING_LENGTH, REDACTED, SecretRedactor
+from llm_api_router.upstream import UpstreamResponse
 
-__all__ = ["MASK", "SecretScrubber", "StreamScrubber"]
+__all__ = ["MASK", "ScrubbedResponse", "SecretScrubber", "StreamScrubber"]
 
 MASK = REDACTED.encode()
 #: Bytes of context kept before a seam: the token rule may look two bytes back.
@@ -117,3 +118,43 @@ class StreamScrubber:
         prev = self._prev
         self._prev = (prev + data)[-_SEAM:]
         return self._scrubber.scrub(prev + data)[len(prev) :]
+
+
+class ScrubbedResponse:
+    """An upstream response whose body comes back with every provider key masked."""
+
+    __slots__ = ("_response", "_scrub")
+
+    def __init__(self, response: UpstreamResponse, scrub: StreamScrubber) -> None:
+        self._response = response
+        self._scrub = scrub
+
+    @property
+    def status(self) -> int:
+        return self._response.status
+
+    @property
+    def headers(self) -> Mapping[str, str]:
+        return self._response.headers
+
+    async def read(self) -> bytes:
+        return self._scrub.whole(await self._response.read())
+
+    async def next_chunk(self) -> bytes:
+        scrub = self._scrub
+        while True:
+            chunk = await self._response.next_chunk()
+            if not chunk:
+                return scrub.flush()
+            out = scrub.feed(chunk)
+            if out:
+                return out
+
+    def close(self) -> None:
+        self._response.close()
+
+    def release(self) -> None:
+        self._response.release()
+
+    def limit_wait(self, seconds: float) -> None:
+        self._response.limit_wait(seconds)
