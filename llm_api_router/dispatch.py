@@ -26,7 +26,6 @@ from llm_api_router.errors import (
     ClientRequestError,
     LocalResourceError,
     NoProviderError,
-    UpstreamDisconnected,
     UpstreamTimeout,
     UpstreamTransportError,
 )
@@ -43,20 +42,18 @@ from llm_api_router.routing import (
     ready_at,
 )
 from llm_api_router.scrub import ScrubbedResponse, SecretScrubber
-from llm_api_router.sse import SSEDecoder, SSEEvent, SSEEventTooLarge
+from llm_api_router.sse import SSEDecoder, SSEEvent
 from llm_api_router.state import LocalState, SharedState
-from llm_api_router.streaming import RawRelay, StreamOutcome, StreamRelay
+from llm_api_router.streaming import RawRelay, StreamOutcome, StreamRelay, first_events
 from llm_api_router.upstream import Transport, UpstreamResponse
 
-__all__ = ["MAX_PREAMBLE_BYTES", "Dispatcher", "Reply", "StreamReply"]
+__all__ = ["Dispatcher", "Reply", "StreamReply"]
 
 logger = logging.getLogger("llm_api_router.dispatch")
 
 _STREAM_OK = Verdict(Action.RETURN, "ok", Effect.SUCCESS)
 _NOT_FOUND_OUTCOME = "not_found"
 _EMPTY_STREAM = Verdict(Action.RETRY, "empty_stream", Effect.FAILURE)
-#: Bytes of output-free events (SPEC 9's preamble) held back before the commit, at most.
-MAX_PREAMBLE_BYTES = 64 * 1024
 #: Media types of answers relayed as they come instead of read whole (audio, downloads...).
 _READ_WHOLE_TYPES = ("application/json", "text/json", "text/plain", "text/html")
 
@@ -461,7 +458,7 @@ class Dispatcher:
                     )
                     headers_back = self._reply_headers(response.headers, "application/json")
                     return verdict, Reply(response.status, headers_back, data, provider.name, [])
-                first = await _first_events(response, decoder, tracker)
+                first = await first_events(response, decoder, tracker)
                 keep_open = True
         except TimeoutError:
             return self._policy.classify_transport(UpstreamTimeout("first_token_timeout")), None
@@ -594,33 +591,3 @@ class Dispatcher:
                 400,
                 "The request body is nested too deeply for this router to rename its model.",
             ) from None
-
-
-async def _first_events(
-    response: UpstreamResponse, decoder: SSEDecoder, tracker: StreamTracker
-) -> list[SSEEvent] | None:
-    """Events up to and including the first that carries output; None if none came.
-
-    Comments and output-free events (``response.created``, ``message_start``, a role-only
-    chunk...) are held back, a bounded amount, so an error right after them still falls
-    back (SPEC section 9).
-    """
-    events: list[SSEEvent] = []
-    held = 0
-    while True:
-        chunk = await response.next_chunk()
-        if not chunk:
-            rest = decoder.flush()
-            if rest is not None:
-                events.append(rest)
-            return events if any(not e.is_comment for e in events) else None
-        held += len(chunk)
-        try:
-            fed = decoder.feed(chunk)
-        except SSEEventTooLarge:
-            raise UpstreamDisconnected("event_too_large") from None
-        events.extend(fed)  # every event of this read, so none is lost at the commit
-        if any(not e.is_comment and not tracker.is_preamble(e) for e in fed):
-            return events
-        if held > MAX_PREAMBLE_BYTES and any(not e.is_comment for e in events):
-            return events

@@ -1,5 +1,8 @@
 """Relaying a committed SSE stream to the client, and never presenting a cut one as whole.
 
+:func:`first_events` reads a stream up to its commit point (its first event that carries
+output), so the dispatcher can still fall back on what came before it.
+
 :class:`StreamRelay` forwards each upstream event as soon as it is complete.  It ends the
 client's stream with the family's native error event when the upstream cuts the stream,
 stalls past ``timeout`` or sends an error event; it completes a naturally finished stream
@@ -22,22 +25,58 @@ from collections.abc import AsyncGenerator, Callable
 from starlette.types import Receive, Send
 
 from llm_api_router.disconnect import ClientGone, ClientWatch
-from llm_api_router.errors import UpstreamTimeout, UpstreamTransportError
+from llm_api_router.errors import UpstreamDisconnected, UpstreamTimeout, UpstreamTransportError
 from llm_api_router.families import ApiFamily, StreamTracker
-from llm_api_router.sse import SSEDecoder, SSEEventTooLarge
+from llm_api_router.sse import SSEDecoder, SSEEvent, SSEEventTooLarge
 from llm_api_router.upstream import UpstreamResponse
 
 __all__ = [
     "DEFAULT_FINISH_GRACE",
+    "MAX_PREAMBLE_BYTES",
     "OpenStreams",
     "RawRelay",
     "StreamOutcome",
     "StreamRelay",
+    "first_events",
     "stream_to_client",
 ]
 
 #: After a natural finish, how long to wait for the upstream's own terminal marker.
 DEFAULT_FINISH_GRACE = 0.5
+
+
+#: Bytes of output-free events (SPEC 9's preamble) held back before the commit, at most.
+MAX_PREAMBLE_BYTES = 64 * 1024
+
+
+async def first_events(
+    response: UpstreamResponse, decoder: SSEDecoder, tracker: StreamTracker
+) -> list[SSEEvent] | None:
+    """Events up to and including the first that carries output; None if none came.
+
+    Comments and output-free events (``response.created``, ``message_start``, a role-only
+    chunk...) are held back, a bounded amount, so an error right after them still falls
+    back (SPEC section 9).
+    """
+    events: list[SSEEvent] = []
+    held = 0
+    while True:
+        chunk = await response.next_chunk()
+        if not chunk:
+            rest = decoder.flush()
+            if rest is not None:
+                events.append(rest)
+            return events if any(not e.is_comment for e in events) else None
+        held += len(chunk)
+        try:
+            fed = decoder.feed(chunk)
+        except SSEEventTooLarge:
+            raise UpstreamDisconnected("event_too_large") from None
+        events.extend(fed)  # every event of this read, so none is lost at the commit
+        if any(not e.is_comment and not tracker.is_preamble(e) for e in fed):
+            return events
+        if held > MAX_PREAMBLE_BYTES and any(not e.is_comment for e in events):
+            return events
 
 
 class StreamOutcome:
