@@ -73,15 +73,24 @@ class ChatEvents:
         return [_openai_error_event(error_type, message, code)]
 
     def closing(self, omit_done: bool) -> list[bytes]:
-        out = [sse_data(self._chunk({}, finish_reason="stop"))]
-        if self._usage:
-            chunk = self._chunk({})
-            chunk["choices"] = []
-            chunk["usage"] = openai_usage(self._call.json, count_tokens(self._text))
-            out.append(sse_data(chunk))
-        if not omit_done:
-            out.append(b"data: [DONE]\n\n")
-        return out
+        usage = self._chunk({}) if self._usage else None
+        finish = self._chunk({}, finish_reason="stop")
+        return _openai_closing(finish, usage, self._call, self._text, omit_done)
+
+
+def _openai_closing(
+    finish: dict[str, Any], usage: dict[str, Any] | None, call: Call, text: str, omit_done: bool
+) -> list[bytes]:
+    """The end of an OpenAI stream: the finish chunk, the usage chunk (built on ``usage``,
+    when asked for) and ``data: [DONE]`` (unless omitted)."""
+    out = [sse_data(finish)]
+    if usage is not None:
+        usage["choices"] = []
+        usage["usage"] = openai_usage(call.json, count_tokens(text))
+        out.append(sse_data(usage))
+    if not omit_done:
+        out.append(b"data: [DONE]\n\n")
+    return out
 
 
 class CompletionEvents:
@@ -120,15 +129,8 @@ class CompletionEvents:
         return [_openai_error_event(error_type, message, code)]
 
     def closing(self, omit_done: bool) -> list[bytes]:
-        out = [sse_data(self._chunk("", "stop"))]
-        if _include_usage(self._call):
-            chunk = self._chunk("", None)
-            chunk["choices"] = []
-            chunk["usage"] = openai_usage(self._call.json, count_tokens(self._text))
-            out.append(sse_data(chunk))
-        if not omit_done:
-            out.append(b"data: [DONE]\n\n")
-        return out
+        usage = self._chunk("", None) if _include_usage(self._call) else None
+        return _openai_closing(self._chunk("", "stop"), usage, self._call, self._text, omit_done)
 
 
 class MessagesEvents:
