@@ -27,7 +27,7 @@ from llm_api_router.demo import run_demo
 from llm_api_router.errors import ConfigError
 from llm_api_router.logs import Redactor, install_redaction, logging_config
 from llm_api_router.metrics import MULTIPROC_ENV
-from llm_api_router.serve import serve
+from llm_api_router.serve import serve, settle_heap
 from llm_api_router.server import create_app
 
 __all__ = [
@@ -143,7 +143,9 @@ def load_config(path: str | None, environ: dict[str, str] | None = None) -> Rout
 
 def app_from_environment() -> FastAPI:
     """App factory for server processes: the config named by LLM_ROUTER_CONFIG (or env)."""
-    return create_app(load_config(os.environ.get(CONFIG_ENV) or None))
+    app = create_app(load_config(os.environ.get(CONFIG_ENV) or None))
+    settle_heap()
+    return app
 
 
 def main(argv: Sequence[str] | None = None) -> int:
