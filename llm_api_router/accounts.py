@@ -72,9 +72,11 @@ class Accounts:
         and no other account can answer it.  Only the key that was limited waits then.
         """
         state = self._state
-        until, clock, names_of = state.cooldown_until, self._clock, self._names
+        until, clock, names_of, quiet = state.cooldown_until, self._clock, self._names, state.quiet
 
         def ready(candidate: Candidate) -> float:
+            if quiet():
+                return 0.0  # nothing is limited anywhere
             scope, account = names_of(candidate, limit, pinned)
             deadline = max(until(scope), until(account))
             if not pinned and state.circuit(scope) is not None:
@@ -89,6 +91,8 @@ class Accounts:
 
     def retry_gate(self, candidate: Candidate, limit: LimitClass) -> str | None:
         """The scope whose one retry after a rate limit this attempt must claim, if any."""
+        if self._state.quiet():
+            return None
         scope = self._names(candidate, limit, False)[0]
         return scope if self._state.circuit(scope) is not None else None
 

@@ -3,14 +3,35 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
 
-from starlette.types import Receive
+from starlette.types import Receive, Scope
 
-__all__ = ["ClientGone", "ClientWatch", "unless_client_leaves"]
+__all__ = [
+    "CONNECTION_LOST_EXTENSION",
+    "ClientGone",
+    "ClientWatch",
+    "Subscribe",
+    "connection_lost_hook",
+    "unless_client_leaves",
+]
 
 _T = TypeVar("_T")
+
+#: The scope extension of a server that calls back when the client's connection is lost
+#: (the router's own edge does): ``{"subscribe": subscribe}``, where ``subscribe(callback)``
+#: returns ``unsubscribe()``.  With it, watching a request costs a callback, not a task.
+CONNECTION_LOST_EXTENSION = "llm_router.connection_lost"
+
+Subscribe = Callable[[Callable[[], None]], Callable[[], None]]
+
+
+def connection_lost_hook(scope: Scope) -> Subscribe | None:
+    """The server's connection-lost subscription for this request, if it offers one."""
+    extensions = scope.get("extensions")
+    hook = extensions.get(CONNECTION_LOST_EXTENSION) if extensions else None
+    return None if hook is None else hook.get("subscribe")
 
 
 class ClientGone(Exception):
@@ -18,18 +39,22 @@ class ClientGone(Exception):
 
 
 class ClientWatch:
-    """Watches one request's client for a disconnect, with one task for the whole request.
+    """Watches one request's client for a disconnect, for the whole request.
 
-    Once the request body has been read, the ASGI ``receive`` only returns when the client
-    disconnects (or the response is complete), so one watcher task per request is all it
-    costs: :meth:`guard` may be called any number of times (dispatch, then the stream), and
-    the task is started by the first call.  :meth:`close` ends the watch.
+    With the server's connection-lost hook (``subscribe``, see
+    :data:`CONNECTION_LOST_EXTENSION`) it is a callback.  Otherwise it is one watcher task:
+    once the request body has been read, the ASGI ``receive`` only returns when the client
+    disconnects (or the response is complete).  :meth:`guard` may be called any number of
+    times (dispatch, then the stream); the watch starts with the first call.  :meth:`close`
+    ends it.
     """
 
-    __slots__ = ("_gone", "_guarded", "_receive", "_watcher")
+    __slots__ = ("_gone", "_guarded", "_receive", "_subscribe", "_unsubscribe", "_watcher")
 
-    def __init__(self, receive: Receive) -> None:
+    def __init__(self, receive: Receive, subscribe: Subscribe | None = None) -> None:
         self._receive = receive
+        self._subscribe = subscribe
+        self._unsubscribe: Callable[[], None] | None = None
         self._watcher: asyncio.Task[None] | None = None
         self._guarded: asyncio.Task[Any] | None = None
         self._gone = False
@@ -43,8 +68,11 @@ class ClientWatch:
         task = asyncio.current_task()
         assert task is not None
         self._guarded = task
-        if self._watcher is None:
-            self._watcher = asyncio.get_running_loop().create_task(self._watch())
+        if self._watcher is None and self._unsubscribe is None:
+            if self._subscribe is not None:
+                self._unsubscribe = self._subscribe(self._client_left)
+            else:
+                self._watcher = asyncio.get_running_loop().create_task(self._watch())
         try:
             return await work
         except asyncio.CancelledError:
@@ -56,6 +84,9 @@ class ClientWatch:
 
     def close(self) -> None:
         """Stop watching (idempotent)."""
+        if self._unsubscribe is not None:
+            self._unsubscribe()
+            self._unsubscribe = None
         if self._watcher is not None:
             self._watcher.cancel()
             self._watcher = None
@@ -64,6 +95,9 @@ class ClientWatch:
         receive = self._receive
         while (await receive())["type"] != "http.disconnect":
             pass
+        self._client_left()
+
+    def _client_left(self) -> None:
         self._gone = True
         if self._guarded is not None:
             self._guarded.cancel()

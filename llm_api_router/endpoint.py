@@ -24,7 +24,7 @@ from starlette.types import Receive, Scope, Send
 
 from llm_api_router.auth import RouterKeys
 from llm_api_router.catalog import ModelCatalog
-from llm_api_router.disconnect import ClientGone, ClientWatch
+from llm_api_router.disconnect import ClientGone, ClientWatch, connection_lost_hook
 from llm_api_router.dispatch import Dispatcher, Reply
 from llm_api_router.errors import (
     AccountUnavailable,
@@ -105,7 +105,8 @@ class FamilyEndpoint:
         headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
         exchange = _Exchange(_request_id(headers), time.perf_counter())
         self._in_flight.inc()
-        watch = ClientWatch(receive)  # one watcher task for the dispatch and the stream
+        # One watch for the dispatch and the stream (a callback on the router's own edge).
+        watch = ClientWatch(receive, connection_lost_hook(scope))
         try:
             await self._answer(scope, headers, receive, send, exchange, watch)
         except ClientGone:

@@ -99,7 +99,17 @@ class StreamScrubber:
 
     def feed(self, chunk: bytes) -> bytes:
         data = self._held + chunk if self._held else chunk
-        hold = self._scrubber.held_suffix(data) if chunk else 0
+        scrubber = self._scrubber
+        if data and data[-1] not in scrubber._key_bytes:
+            # The usual read (an SSE event ends in a newline): nothing to hold back, and
+            # most often no key text at all, decided here without a call per key.
+            self._held = b""
+            for key in scrubber._keys:
+                if key in data:
+                    return self._emit(data)
+            self._prev = data[-_SEAM:]
+            return data
+        hold = scrubber.held_suffix(data) if chunk else 0
         ready, self._held = (data[:-hold], data[-hold:]) if hold else (data, b"")
         return self._emit(ready)
 

@@ -52,6 +52,10 @@ class LimitClass(Enum):
     BATCHES = "batches"
     OTHER = "other"
 
+    # Members are singletons compared by identity: hash them so too, in C (Enum's own
+    # __hash__ is Python, and a limit class is part of a dict key on every request).
+    __hash__ = object.__hash__
+
 
 @dataclass(frozen=True, slots=True)
 class Operation:

@@ -66,6 +66,9 @@ class SharedState(Protocol):
 
     # -- cooldowns ------------------------------------------------------------------------
 
+    def quiet(self) -> bool:
+        """No scope cools down and no circuit is open or probing (the fast healthy path)."""
+
     def cooldown_until(self, scope: str) -> float:
         """When ``scope``'s cooldown ends (0 when it has none)."""
 

@@ -37,6 +37,9 @@ class LocalState:
     def status(self) -> StateStatus:
         return "off"
 
+    def quiet(self) -> bool:
+        return self._mirror.quiet()
+
     def cooldown_until(self, scope: str) -> float:
         return self._mirror.cooldown_until(scope)
 

@@ -77,12 +77,26 @@ class Mirror:
         self.me = me
         self._clock = clock
         self._cooldowns: dict[str, float] = {}
+        self._horizon = 0.0  # no cooldown lasts beyond this
         self._prune_at = 64
         self._circuits: dict[str, Circuit] = {}
         self.owners = Records(owner_records_max, owner_records_ttl, clock)
         self.sessions = Records(owner_records_max, session_ttl, clock)
 
     # -- cooldowns ------------------------------------------------------------------------
+
+    def quiet(self) -> bool:
+        """Nothing cools down and no circuit is open or probing: every scope is ready.
+
+        The healthy case, decided without looking at any scope.
+        """
+        if self._circuits:
+            return False
+        if self._cooldowns:
+            if self._clock() < self._horizon:
+                return False
+            self._cooldowns.clear()  # every one is over
+        return True
 
     def cooldown_until(self, scope: str) -> float:
         return self._cooldowns.get(scope, 0.0)
@@ -92,6 +106,7 @@ class Mirror:
         if until <= self._cooldowns.get(scope, 0.0):
             return False
         self._cooldowns[scope] = until
+        self._horizon = max(self._horizon, until)
         if len(self._cooldowns) >= self._prune_at:
             self.cooldowns(self._clock())
             self._prune_at = max(64, 2 * len(self._cooldowns))

@@ -147,6 +147,9 @@ class RedisState:
         """This process's name in probe ownership."""
         return self._me
 
+    def quiet(self) -> bool:
+        return self._mirror.quiet()
+
     def cooldown_until(self, scope: str) -> float:
         return self._mirror.cooldown_until(scope)
 

@@ -3,10 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
 import pytest
 
-from llm_api_router.disconnect import ClientGone, ClientWatch, unless_client_leaves
+from llm_api_router.disconnect import (
+    CONNECTION_LOST_EXTENSION,
+    ClientGone,
+    ClientWatch,
+    connection_lost_hook,
+    unless_client_leaves,
+)
 
 
 class Client:
@@ -138,3 +145,39 @@ async def test_close_stops_the_watcher() -> None:
     watch.close()  # idempotent
     await asyncio.sleep(0)
     assert client.abandoned
+
+
+class Server:
+    """A server's connection-lost hook (what the router's edge puts in the scope)."""
+
+    def __init__(self) -> None:
+        self.callbacks: set[Callable[[], None]] = set()
+
+    def subscribe(self, callback: Callable[[], None]) -> Callable[[], None]:
+        self.callbacks.add(callback)
+        return lambda: self.callbacks.discard(callback)
+
+    def lose_connection(self) -> None:
+        for callback in list(self.callbacks):
+            callback()
+
+
+async def test_with_the_servers_hook_a_lost_connection_cancels_the_work_without_a_task() -> None:
+    server, client = Server(), CountingClient()
+    scope = {"extensions": {CONNECTION_LOST_EXTENSION: {"subscribe": server.subscribe}}}
+    watch = ClientWatch(client.receive, connection_lost_hook(scope))
+    tasks_before = len(asyncio.all_tasks())
+    assert await watch.guard(asyncio.sleep(0.01, "dispatched")) == "dispatched"
+    assert len(server.callbacks) == 1 and client.calls == 0
+    asyncio.get_running_loop().call_later(0.02, server.lose_connection)
+    with pytest.raises(ClientGone):
+        await watch.guard(asyncio.sleep(60))
+    assert len(asyncio.all_tasks()) == tasks_before  # no watcher task was started
+    watch.close()
+    assert not server.callbacks  # unsubscribed
+    assert client.calls == 0  # receive() was never needed
+
+
+async def test_without_the_hook_the_scope_falls_back_to_the_watcher_task() -> None:
+    assert connection_lost_hook({}) is None
+    assert connection_lost_hook({"extensions": {"http.response.trailers": {}}}) is None
