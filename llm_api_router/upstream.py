@@ -16,15 +16,25 @@ import aiohttp
 
 from llm_api_router.errors import map_client_error
 
-__all__ = ["END_GRACE", "AiohttpTransport", "Transport", "UpstreamResponse"]
+__all__ = [
+    "END_GRACE",
+    "LOOP_BEHIND",
+    "MAX_END_GRACE",
+    "AiohttpTransport",
+    "Transport",
+    "UpstreamResponse",
+]
 
 #: After the last event of a stream, how long the end of its HTTP body may take to arrive
 #: before the connection is closed instead of going back to the pool.  It normally follows
-#: within a millisecond; an upstream that keeps the connection open is closed promptly.  (A
-#: saturated event loop can read the end late: at 256 paced streams on one busy core, about
-#: one connection in ten was closed and reopened; 10 s avoided that, but held a connection
-#: that a provider keeps open for 10 s.)
+#: within a millisecond; an upstream that keeps the connection open is closed promptly.
 END_GRACE = 1.0
+#: ... unless the event loop is behind: a grace timer that fires this much late means the
+#: loop is saturated and may not have read the end yet (at 1,024 paced streams on one core,
+#: about one connection in ten was closed and reopened, which saturates it further).  The
+#: grace is then renewed, up to :data:`MAX_END_GRACE` in all.
+LOOP_BEHIND = 0.1
+MAX_END_GRACE = 10.0
 
 _BODYLESS = frozenset({"GET", "HEAD", "DELETE", "OPTIONS"})
 
@@ -143,7 +153,9 @@ class _AiohttpResponse:
             # The last event came before the body's end (the last chunk of the chunked
             # encoding).  aiohttp gives the connection back to the pool itself when that
             # end arrives, which is normally at once; close it if it does not.
-            asyncio.get_running_loop().call_later(END_GRACE, response.close)
+            loop = asyncio.get_running_loop()
+            due = loop.time() + END_GRACE
+            loop.call_at(due, _end_or_close, loop, response, due, due - END_GRACE + MAX_END_GRACE)
 
     def _start_watchdog(self) -> asyncio.AbstractEventLoop:
         """Replace aiohttp's per-read timer by ours for the rest of this body."""
@@ -172,6 +184,23 @@ class _AiohttpResponse:
         if self._watchdog is not None:
             self._watchdog.cancel()
             self._watchdog = None
+
+
+def _end_or_close(
+    loop: asyncio.AbstractEventLoop,
+    response: aiohttp.ClientResponse,
+    due: float,
+    last: float,
+) -> None:
+    """The end of a released body's grace: close its connection unless the loop is behind."""
+    if response.connection is None:
+        return  # the end came: aiohttp gave the connection back to the pool
+    now = loop.time()
+    if now - due > LOOP_BEHIND and now < last:
+        due = min(now + END_GRACE, last)
+        loop.call_at(due, _end_or_close, loop, response, due, last)
+        return
+    response.close()
 
 
 class AiohttpTransport:

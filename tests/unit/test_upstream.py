@@ -10,7 +10,13 @@ import pytest
 from aiohttp import web
 
 from llm_api_router.errors import UpstreamTimeout
-from llm_api_router.upstream import AiohttpTransport, UpstreamResponse
+from llm_api_router.upstream import (
+    END_GRACE,
+    LOOP_BEHIND,
+    AiohttpTransport,
+    UpstreamResponse,
+    _end_or_close,
+)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -158,3 +164,48 @@ async def test_release_mid_body_closes_if_the_end_never_comes(upstream: Fixture)
         assert await read_all(second) == b"data: 1\n\ndata: 2\n\n"
         second.release()
     assert len(state.connections) == 2
+
+
+class _Loop:
+    """time() and call_at() of an event loop, by hand."""
+
+    def __init__(self, now: float) -> None:
+        self.now = now
+        self.calls: list[tuple[float, tuple[object, ...]]] = []
+
+    def time(self) -> float:
+        return self.now
+
+    def call_at(self, when: float, callback: object, *args: object) -> None:
+        self.calls.append((when, args))
+
+
+class _Response:
+    def __init__(self, connected: bool = True) -> None:
+        self.connection = object() if connected else None
+        self.closed = False
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def test_a_body_end_late_on_an_idle_loop_closes_the_connection() -> None:
+    loop, response = _Loop(now=101.0 + LOOP_BEHIND / 2), _Response()
+    _end_or_close(loop, response, 101.0, 110.0)  # type: ignore[arg-type]
+    assert response.closed and not loop.calls
+
+
+def test_a_grace_timer_firing_late_renews_the_grace_up_to_the_limit() -> None:
+    loop, response = _Loop(now=101.5), _Response()  # 0.5 s late: the loop is behind
+    _end_or_close(loop, response, 101.0, 110.0)  # type: ignore[arg-type]
+    assert not response.closed
+    assert loop.calls == [(101.5 + END_GRACE, (loop, response, 101.5 + END_GRACE, 110.0))]
+    loop.now, loop.calls = 110.2, []  # late again, but past the limit
+    _end_or_close(loop, response, 109.8, 110.0)  # type: ignore[arg-type]
+    assert response.closed and not loop.calls
+
+
+def test_a_body_that_ended_leaves_its_pooled_connection_alone() -> None:
+    loop, response = _Loop(now=101.0), _Response(connected=False)
+    _end_or_close(loop, response, 101.0, 110.0)  # type: ignore[arg-type]
+    assert not response.closed and not loop.calls
