@@ -26,6 +26,11 @@ class SSEEvent:
     @property
     def event(self) -> str | None:
         if not self._parsed:
+            raw = self.raw
+            if raw.startswith(b"event: ") and b"\nevent" not in raw:
+                # The name leads the block and nothing else names it: read just that line
+                # (a tracker that only looks at names skips most events unparsed).
+                return raw[7 : raw.index(b"\n")].decode("utf-8", errors="replace")
             self._parse()
         return self._event
 

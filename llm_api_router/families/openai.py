@@ -327,6 +327,8 @@ _TERMINAL_RESPONSE_EVENTS = frozenset(
 _PREAMBLE_RESPONSE_EVENTS = frozenset(
     {"response.created", "response.in_progress", "response.queued"}
 )
+#: The events whose data the tracker reads; a named event of another type is relayed as is.
+_READ_RESPONSE_EVENTS = _TERMINAL_RESPONSE_EVENTS | _PREAMBLE_RESPONSE_EVENTS | {"error"}
 _SEQUENCE = re.compile(rb'"sequence_number"\s*:\s*(\d+)')
 
 
@@ -352,12 +354,11 @@ class _ResponsesStreamTracker(StreamTracker):
         found = _SEQUENCE.search(raw)
         if found is not None:
             self._sequence = int(found.group(1))
-        if raw.startswith(b"event: response.") and (
-            raw.startswith(b"event: response.output_") or raw.startswith(b"event: response.content")
-        ):
-            return None  # output deltas and parts: nothing to learn
+        name = event.event
+        if name is not None and name not in _READ_RESPONSE_EVENTS:
+            return None  # output deltas, items and parts: nothing to learn
         data = loads_object(event.data.encode())
-        name = event.event or (data.get("type") if data else None)
+        name = name or (data.get("type") if data else None)
         if name in _TERMINAL_RESPONSE_EVENTS:
             self.finished = self.terminal = True
             self.final = raw  # the whole response: its ids are recorded with their account
@@ -380,8 +381,10 @@ class _ResponsesStreamTracker(StreamTracker):
         return b""
 
     def is_preamble(self, event: SSEEvent) -> bool:
-        data = loads_object(event.data.encode())
-        name = event.event or (data.get("type") if data else None)
+        name = event.event
+        if name is None:  # an unnamed event: its data says what it is
+            data = loads_object(event.data.encode())
+            name = data.get("type") if data else None
         return name in _PREAMBLE_RESPONSE_EVENTS
 
     def failure(self, status: int, message: str, code: str) -> bytes:

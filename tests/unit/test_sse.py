@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from llm_api_router.sse import SSEDecoder, SSEEventTooLarge
+from llm_api_router.sse import SSEDecoder, SSEEvent, SSEEventTooLarge
 
 STREAM = (
     b'event: message_start\ndata: {"a": 1}\n\n'
@@ -112,3 +112,21 @@ def test_an_event_split_in_many_pieces_is_whole() -> None:
         events.extend(decoder.feed(wire[index : index + 7]))
     assert [e.event for e in events] == ["message", None]
     assert events[0].data == "y" * 5000 and events[1].data == "next"
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"event: response.output_text.delta\ndata: {}\n\n",
+        b"event: first\nevent: second\ndata: x\n\n",  # the last name wins
+        b"event: ping\ndata: x\neventually: not a name\n\n",
+        b"event: \xff\xfebroken\ndata: x\n\n",
+        b"event:tight\ndata: x\n\n",
+        b"data: x\nevent: late\n\n",
+    ],
+)
+def test_the_name_read_from_the_first_line_is_the_parsed_name(raw: bytes) -> None:
+    quick, parsed = SSEEvent(raw), SSEEvent(raw)
+    _ = parsed.data  # parses the whole block
+    assert quick.event == parsed.event
+    assert quick.data == parsed.data
