@@ -10,6 +10,7 @@ usual chunk that holds no key, and a key split across two reads still being foun
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
 
 from llm_api_router.redaction import MIN_SUBSTRING_LENGTH, REDACTED, SecretRedactor
@@ -25,7 +26,7 @@ _SEAM = 2
 class SecretScrubber:
     """Replaces the given secrets in bytes; one instance serves the whole app."""
 
-    __slots__ = ("_key_bytes", "_key_texts", "_keys", "_redactor")
+    __slots__ = ("_any_key", "_key_bytes", "_key_texts", "_keys", "_redactor")
 
     def __init__(self, secrets: Iterable[str]) -> None:
         unique = {s for s in secrets if s}
@@ -35,6 +36,10 @@ class SecretScrubber:
         # Every byte value some key contains: a read ending in any other byte (an SSE event
         # ends in a newline) cannot end with the start of a key.
         self._key_bytes = frozenset(b for key in self._keys for b in key)
+        # One search for every key's text (a plain substring match, longest first).
+        self._any_key = (
+            re.compile(b"|".join(re.escape(key) for key in self._keys)) if self._keys else None
+        )
 
     def __bool__(self) -> bool:
         return bool(self._keys)
@@ -46,9 +51,16 @@ class SecretScrubber:
                 return self._redactor.scrub_bytes(data)
         return data
 
+    def is_plain(self, data: bytes) -> bool:
+        """Nothing to scrub and nothing to hold back in non-empty ``data``: no key text in
+        it, and its last byte cannot begin a key (the usual read: an SSE event ends in a
+        newline)."""
+        any_key = self._any_key
+        return data[-1] not in self._key_bytes and (any_key is None or not any_key.search(data))
+
     def holds_key(self, data: bytes) -> bool:
         """Whether the text of some key appears in ``data`` (the rule then decides)."""
-        return any(key in data for key in self._keys)
+        return self._any_key is not None and self._any_key.search(data) is not None
 
     def scrub_text(self, text: str) -> str:
         """The same for a header value or other text."""
@@ -100,13 +112,8 @@ class StreamScrubber:
     def feed(self, chunk: bytes) -> bytes:
         data = self._held + chunk if self._held else chunk
         scrubber = self._scrubber
-        if data and data[-1] not in scrubber._key_bytes:
-            # The usual read (an SSE event ends in a newline): nothing to hold back, and
-            # most often no key text at all, decided here without a call per key.
+        if data and scrubber.is_plain(data):  # decided in one call
             self._held = b""
-            for key in scrubber._keys:
-                if key in data:
-                    return self._emit(data)
             self._prev = data[-_SEAM:]
             return data
         hold = scrubber.held_suffix(data) if chunk else 0
